@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh clone: `make demo` and `make test`.
+# Both create .venv with the pinned versions in requirements/constraints.txt on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test]"
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	$(PY) -m airflow_provider_genesys_llm.demo
+
+bench: $(VENV)/.installed
+	$(PY) bench/stream_throughput.py
+
+clean:
+	rm -rf $(VENV) .airflow-home

@@ -1,0 +1,326 @@
+"""``GatewayClient``: the one object that talks to the gateway.
+
+It owns what must be shared to behave well under load: one HTTP connection pool, one token
+provider, one WebSocket session pool, one concurrency limit and one rate limiter. Everything a
+completion goes through (limits, auth, transport, timeouts, retries) is wired here, in order,
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from .auth import TokenProvider
+from .config import GatewayConfig
+from .errors import (
+    GatewayAuthError,
+    GatewayConnectionError,
+    GatewayProtocolError,
+    GatewayTimeoutError,
+    RequestValidationError,
+)
+from .limits import RequestRateLimiter, build_request, expand_temperatures
+from .models import (
+    CompletionRequest,
+    CompletionResult,
+    EmbeddingResponse,
+    GatewayStatus,
+    Usage,
+)
+from .responses import error_from_response
+from .retry import retrying
+from .transports.base import AttemptInfo, Transport
+from .transports.sse import SSETransport
+from .transports.websocket import WebSocketTransport
+from .watchdog import watched
+
+#: The embeddings endpoint takes at most this many inputs per call (protocol section 6).
+MAX_EMBEDDING_INPUTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """Text from the gateway; ``attempt`` says which attempt produced it."""
+
+    text: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestartEvent:
+    """The previous attempt failed after producing text: discard what it gave you."""
+
+    attempt: int
+    reason: str
+
+
+StreamEvent = TokenEvent | RestartEvent
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for benchmarks and metrics; they describe this client only."""
+
+    requests_sent: int = 0
+    retries: int = 0
+    rate_limit_wait_s: float = 0.0
+
+    def snapshot(self, client: GatewayClient) -> dict[str, float]:
+        return {
+            "requests_sent": self.requests_sent,
+            "retries": self.retries,
+            "rate_limit_wait_s": round(self.rate_limit_wait_s, 3),
+            "token_requests": client.token_requests,
+            "websocket_connections": client.websocket_connections,
+        }
+
+
+class CompletionStream:
+    """An async iterable of ``StreamEvent``; ``result`` is set once iteration has finished."""
+
+    def __init__(self, client: GatewayClient, request: CompletionRequest, transport: Transport) -> None:
+        self._client = client
+        self._transport = transport
+        self.request = request
+        self.result: CompletionResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        client, request = self._client, self.request
+        started = time.perf_counter()
+        attempt_number = 0
+        gave_text = False
+        rate_wait = 0.0
+        async for attempt in retrying(client.config):
+            with attempt:
+                attempt_number += 1
+                if attempt_number > 1:
+                    client.stats.retries += 1
+                    if gave_text:
+                        yield RestartEvent(attempt_number, "previous attempt failed mid-stream")
+                gave_text = False
+                info = AttemptInfo()
+                parts: list[str] = []
+                attempt_started = first_token_at = 0.0
+                async for text, attempt_started, wait in client._attempt(request, info, self._transport):
+                    rate_wait += wait
+                    if text:
+                        if not first_token_at:
+                            first_token_at = time.perf_counter()
+                        parts.append(text)
+                        gave_text = True
+                        yield TokenEvent(text, attempt_number)
+        finished = time.perf_counter()
+        usage = info.usage or Usage()
+        duration = finished - attempt_started
+        self.result = CompletionResult(
+            text="".join(parts),
+            finish_reason=info.finish_reason,  # type: ignore[arg-type]  # transports guarantee it
+            usage=usage,
+            request_id=request.request_id,
+            correlation_id=info.correlation_id,
+            response_id=info.response_id,
+            model=request.model,
+            transport=request.transport,
+            temperature=request.temperature,
+            prompt_id=request.prompt_id,
+            attempts=attempt_number,
+            connect_ms=round(info.connect_ms, 3),
+            ttft_ms=round((first_token_at - started) * 1000.0, 3) if first_token_at else None,
+            total_ms=round((finished - started) * 1000.0, 3),
+            tokens_per_second=round(usage.completion_tokens / duration, 3) if duration > 0 else 0.0,
+            rate_limit_wait_ms=round(rate_wait * 1000.0, 3),
+        )
+
+    async def chunks(self, size: int) -> AsyncIterator[StreamEvent]:
+        """Tokens joined ``size`` at a time (tutorial 000's buffer); restarts pass through."""
+        if size < 1:
+            raise ValueError(f"chunk size must be at least 1, got {size}")
+        buffer: list[str] = []
+        attempt = 1
+        async for event in self:
+            if isinstance(event, RestartEvent):
+                buffer.clear()
+                attempt = event.attempt
+                yield event
+                continue
+            buffer.append(event.text)
+            if len(buffer) >= size:
+                yield TokenEvent("".join(buffer), attempt)
+                buffer.clear()
+        if buffer:
+            yield TokenEvent("".join(buffer), attempt)
+
+
+class GatewayClient:
+    """Async client for the Genesys Cloud LLM Gateway. Use one per process and event loop."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        on_new_token: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._http = httpx.AsyncClient(
+            verify=config.verify_ssl,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout_seconds,
+                read=config.idle_timeout_seconds,
+                write=config.connect_timeout_seconds,
+                pool=config.timeout_seconds,
+            ),
+            limits=httpx.Limits(max_connections=config.max_concurrency + 4),
+            trust_env=False,
+        )
+        self._auth = TokenProvider(config, self._http, on_new_token)
+        self._websocket = WebSocketTransport(config)
+        self._transports: dict[str, Transport] = {
+            "websocket": self._websocket,
+            "sse": SSETransport(config, self._http),
+        }
+        self._sse_whole = SSETransport(config, self._http, stream=False)
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._rate = RequestRateLimiter(config.requests_per_minute)
+        self.stats = ClientStats()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._websocket.aclose()
+        await self._http.aclose()
+
+    @property
+    def token_requests(self) -> int:
+        return self._auth.requests_made
+
+    @property
+    def websocket_connections(self) -> int:
+        return self._websocket.connections_opened
+
+    # --- completions ----------------------------------------------------------------------
+
+    def request(self, **fields: Any) -> CompletionRequest:
+        """A validated request with the connection's defaults; raises before any network call."""
+        return build_request(self.config, **fields)
+
+    def requests_for_temperatures(self, temperatures: Sequence[float], **fields: Any) -> list[CompletionRequest]:
+        return expand_temperatures(self.config, temperatures, **fields)
+
+    def stream(self, request: CompletionRequest) -> CompletionStream:
+        return CompletionStream(self, request, self._transports[request.transport])
+
+    async def complete(self, request: CompletionRequest, *, stream: bool = True) -> CompletionResult:
+        """Run one completion to its end; ``stream=False`` asks SSE for one JSON answer instead."""
+        if not stream and request.transport != "sse":
+            raise RequestValidationError("stream=False is only offered by transport 'sse'")
+        transport = self._transports[request.transport] if stream else self._sse_whole
+        completion = CompletionStream(self, request, transport)
+        async for _ in completion:
+            pass
+        assert completion.result is not None
+        return completion.result
+
+    async def _attempt(
+        self, request: CompletionRequest, info: AttemptInfo, transport: Transport
+    ) -> AsyncIterator[tuple[str, float, float]]:
+        """One attempt: a concurrency slot, a rate-limit slot, a token (refreshed once on 401), the frames.
+
+        Yields (text, attempt start, seconds waited for the rate limiter) per frame.
+        """
+        config = self.config
+        async with self._slots:
+            waited = await self._rate.acquire()
+            self.stats.rate_limit_wait_s += waited
+            stale: str | None = None
+            for refreshed in (False, True):
+                token = await self._auth.token(stale=stale)
+                started = time.perf_counter()
+                self.stats.requests_sent += 1
+                frames = watched(
+                    transport.stream(request, token, info),
+                    first_frame=config.connect_timeout_seconds + config.first_token_timeout_seconds,
+                    idle=config.idle_timeout_seconds,
+                    total=config.timeout_seconds,
+                )
+                try:
+                    async for text in frames:
+                        yield text, started, waited
+                        waited = 0.0
+                    return
+                except GatewayAuthError:
+                    if refreshed:
+                        raise
+                    stale = token
+
+    # --- REST endpoints -------------------------------------------------------------------
+
+    async def _call_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        url = self.config.api_url + path
+        async for attempt in retrying(self.config):
+            with attempt:
+                async with self._slots:
+                    self.stats.rate_limit_wait_s += await self._rate.acquire()
+                    stale: str | None = None
+                    for refreshed in (False, True):
+                        token = await self._auth.token(stale=stale)
+                        self.stats.requests_sent += 1
+                        try:
+                            response = await self._http.request(
+                                method, url, json=body, headers={"Authorization": f"Bearer {token}"}
+                            )
+                        except httpx.TimeoutException:
+                            raise GatewayTimeoutError(f"{method} {url} timed out") from None
+                        except httpx.TransportError as exc:
+                            raise GatewayConnectionError(f"{method} {url} failed: {type(exc).__name__}") from None
+                        if response.status_code == 401 and not refreshed:
+                            stale = token
+                            continue
+                        if response.status_code >= 300:
+                            raise error_from_response(
+                                response.status_code, response.headers, response.content, what=f"{method} {url}"
+                            )
+                        return response.content
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def embed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        """Embeddings in input order, in calls of at most 256 inputs."""
+        if isinstance(texts, str):
+            raise RequestValidationError("embed() takes a list of texts, not a single string")
+        vectors: list[list[float]] = []
+        for offset in range(0, len(texts), MAX_EMBEDDING_INPUTS):
+            batch = list(texts[offset : offset + MAX_EMBEDDING_INPUTS])
+            raw = await self._call_json(
+                "POST", self.config.paths.embeddings, {"model": model or self.config.embedding_model, "input": batch}
+            )
+            answer = _parse(EmbeddingResponse, raw, "embeddings answer")
+            if len(answer.data) != len(batch):
+                raise GatewayProtocolError(f"embeddings answer has {len(answer.data)} vectors for {len(batch)} inputs")
+            vectors.extend(item.embedding for item in sorted(answer.data, key=lambda item: item.index))
+        return vectors
+
+    async def status(self) -> GatewayStatus:
+        raw = await self._call_json("GET", self.config.paths.status)
+        return _parse(GatewayStatus, raw, "status answer")
+
+
+def _parse(model: type[Any], raw: bytes, what: str) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise GatewayProtocolError(f"{what} ({len(raw)} bytes) does not match the contract: {exc.error_count()} problems") from None

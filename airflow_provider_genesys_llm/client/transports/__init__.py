@@ -1,0 +1,1 @@
+"""Transports: each turns one ``CompletionRequest`` attempt into a stream of token texts."""

@@ -1,0 +1,219 @@
+"""Fault rules: the ways the emulator misbehaves on purpose.
+
+A client is only as good as its handling of a gateway that refuses, stalls, drops or garbles
+things; each rule makes one such failure happen on demand, a bounded number of times, so a test
+can script "the second request gets a 429, the third succeeds". Rules are validated when they
+are added (unknown kinds, endpoints or parameters are errors), never when they fire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+from typing import Any
+
+ENDPOINTS: tuple[str, ...] = ("oauth", "ws", "sse", "embeddings", "status", "openai")
+COMPLETION_ENDPOINTS: frozenset[str] = frozenset({"ws", "sse", "openai"})
+ANY_ENDPOINT = "any"
+
+
+class Phase(str, Enum):
+    """When a rule is consulted, which is also what a "matching request" means for `skip`."""
+
+    REQUEST = "request"  # each HTTP request or WebSocket upgrade, before authentication
+    INIT = "init"  # each WebSocket `init_stream` handshake
+    COMPLETION = "completion"  # each completion request (WebSocket request, SSE or OpenAI call)
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Accepted JSON types of one rule parameter and its default (`_REQUIRED` when none)."""
+
+    types: tuple[type, ...]
+    default: Any = _REQUIRED
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """What a kind of fault needs: when it is consulted, where it applies, its parameters."""
+
+    phase: Phase
+    endpoints: frozenset[str]
+    params: Mapping[str, ParamSpec]
+    default_count: int | None = 1
+
+
+_NUMBER = (int, float)
+_OPTIONAL_STR = (str, type(None))
+_AFTER_TOKENS = {"after_tokens": ParamSpec((int,), 0)}
+
+FAULT_KINDS: dict[str, FaultKind] = {
+    "http_error": FaultKind(
+        Phase.REQUEST,
+        frozenset(ENDPOINTS),
+        {
+            "status": ParamSpec((int,), 503),
+            "retry_after": ParamSpec((str, int, float, type(None)), None),
+            "headers": ParamSpec((dict,), {}),
+            "code": ParamSpec(_OPTIONAL_STR, None),
+            "message": ParamSpec(_OPTIONAL_STR, None),
+            "omit_retry_after": ParamSpec((bool,), False),
+            "ratelimit_reset": ParamSpec((int, type(None)), None),
+        },
+    ),
+    "reject_init": FaultKind(
+        Phase.INIT,
+        frozenset({"ws"}),
+        {
+            "code": ParamSpec((str,), "model_overloaded"),
+            "message": ParamSpec(_OPTIONAL_STR, None),
+            "retry_after": ParamSpec((int, float, type(None)), None),
+        },
+    ),
+    "stream_error": FaultKind(
+        Phase.COMPLETION,
+        COMPLETION_ENDPOINTS,
+        {
+            **_AFTER_TOKENS,
+            "code": ParamSpec((str,), "model_overloaded"),
+            "message": ParamSpec(_OPTIONAL_STR, None),
+            "retry_after": ParamSpec(_NUMBER, 1.0),
+            "status": ParamSpec((int, type(None)), None),
+        },
+    ),
+    "close_mid_stream": FaultKind(
+        Phase.COMPLETION, COMPLETION_ENDPOINTS, {**_AFTER_TOKENS, "close_code": ParamSpec((int,), 1011)}
+    ),
+    "truncate": FaultKind(Phase.COMPLETION, COMPLETION_ENDPOINTS, dict(_AFTER_TOKENS)),
+    "slow_first_token": FaultKind(Phase.COMPLETION, COMPLETION_ENDPOINTS, {"delay": ParamSpec(_NUMBER, 1.0)}),
+    "malformed_frame": FaultKind(Phase.COMPLETION, COMPLETION_ENDPOINTS, dict(_AFTER_TOKENS)),
+    "missing_key": FaultKind(
+        Phase.COMPLETION, COMPLETION_ENDPOINTS, {**_AFTER_TOKENS, "key": ParamSpec(_OPTIONAL_STR, None)}
+    ),
+    "bad_sequence": FaultKind(Phase.COMPLETION, frozenset({"ws"}), dict(_AFTER_TOKENS)),
+    "pii_output": FaultKind(
+        Phase.COMPLETION, COMPLETION_ENDPOINTS, {"text": ParamSpec((str,)), "split": ParamSpec((int,), 5)}
+    ),
+    "fail_first_attempt_ratio": FaultKind(
+        Phase.COMPLETION,
+        COMPLETION_ENDPOINTS,
+        {"ratio": ParamSpec(_NUMBER), "retry_after": ParamSpec(_NUMBER, 0.05)},
+        default_count=None,
+    ),
+}
+
+_UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+
+def stable_fraction(text: str) -> float:
+    """A number in [0, 1) that depends only on `text` (same in every process and Python)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class FaultRule:
+    """One armed fault; `count` and `skip` go down as matching requests arrive."""
+
+    endpoint: str
+    kind: str
+    count: int | None
+    skip: int
+    params: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaultRule:
+        """Validate a rule given as JSON; raises ValueError saying what is wrong."""
+        data = dict(data)
+        kind_name = data.pop("kind", None)
+        kind = FAULT_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+        if kind is None:
+            raise ValueError(f"fault 'kind' must be one of {sorted(FAULT_KINDS)}, got {kind_name!r}")
+        endpoint = data.pop("endpoint", ANY_ENDPOINT)
+        if endpoint != ANY_ENDPOINT and endpoint not in kind.endpoints:
+            raise ValueError(
+                f"fault kind {kind_name!r} applies to {sorted(kind.endpoints)} or 'any', not {endpoint!r}"
+            )
+        count = data.pop("count", kind.default_count)
+        if count is not None and (not _is_int(count) or count < 1):
+            raise ValueError(f"fault 'count' must be a positive integer or null, got {count!r}")
+        skip = data.pop("skip", 0)
+        if not _is_int(skip) or skip < 0:
+            raise ValueError(f"fault 'skip' must be a non-negative integer, got {skip!r}")
+        params = _checked_params(kind_name, kind, data)
+        return cls(endpoint=endpoint, kind=kind_name, count=count, skip=skip, params=params)
+
+    @property
+    def phase(self) -> Phase:
+        return FAULT_KINDS[self.kind].phase
+
+    def applies(self, endpoint: str, phase: Phase, request_id: str | None, first_sighting: bool) -> bool:
+        """Whether this rule would fire for a request at `endpoint` in `phase`."""
+        if phase is not self.phase:
+            return False
+        if self.endpoint != endpoint and not (
+            self.endpoint == ANY_ENDPOINT and endpoint in FAULT_KINDS[self.kind].endpoints
+        ):
+            return False
+        if self.kind == "fail_first_attempt_ratio":
+            return first_sighting and request_id is not None and stable_fraction(request_id) < self.params["ratio"]
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rule as JSON, with defaults filled in and the remaining count and skip."""
+        return {"endpoint": self.endpoint, "kind": self.kind, "count": self.count, "skip": self.skip, **self.params}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_params(kind_name: str, kind: FaultKind, given: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(kind.params)
+    if unknown:
+        raise ValueError(f"fault kind {kind_name!r} has no parameters {sorted(unknown)}; known: {sorted(kind.params)}")
+    params: dict[str, Any] = {}
+    for name, spec in kind.params.items():
+        if name not in given:
+            if spec.default is _REQUIRED:
+                raise ValueError(f"fault kind {kind_name!r} needs parameter {name!r}")
+            params[name] = spec.default
+            continue
+        value = given[name]
+        if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
+            allowed = ", ".join(t.__name__ for t in spec.types)
+            raise ValueError(f"fault parameter {name!r} must be of type {allowed}, got {value!r}")
+        params[name] = value
+    _check_ranges(params)
+    return params
+
+
+def _check_ranges(params: dict[str, Any]) -> None:
+    """Bounds that would otherwise surface as a crash inside the server when the rule fires."""
+    status = params.get("status")
+    if status is not None:
+        try:
+            HTTPStatus(status)
+        except ValueError:
+            raise ValueError(f"fault parameter 'status' is not an HTTP status: {status}") from None
+    close_code = params.get("close_code")
+    if close_code is not None and (not 1000 <= close_code <= 4999 or close_code in _UNSENDABLE_CLOSE_CODES):
+        raise ValueError(f"fault parameter 'close_code' cannot be sent in a close frame: {close_code}")
+    for name in ("after_tokens", "delay", "retry_after"):
+        value = params.get(name)
+        if isinstance(value, (int, float)) and value < 0:
+            raise ValueError(f"fault parameter {name!r} must not be negative: {value}")
+    if params.get("split", 1) < 1:
+        raise ValueError("fault parameter 'split' must be at least 1")
+    ratio = params.get("ratio")
+    if ratio is not None and not 0 <= ratio <= 1:
+        raise ValueError(f"fault parameter 'ratio' must be between 0 and 1: {ratio}")
+    headers = params.get("headers", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ValueError("fault parameter 'headers' must map strings to strings")

@@ -1,0 +1,148 @@
+"""``GenesysLLMHook``: a ``genesys_llm`` connection turned into a configured gateway client."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from functools import cached_property
+from typing import Any
+
+from pydantic import ValidationError
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from ..client import CompletionResult, GatewayClient, GatewayConfig, GatewayStatus, StreamEvent
+from ._loop import BackgroundLoop
+
+#: Connection extras the hook passes to ``GatewayConfig`` (documented in the README).
+CONNECTION_EXTRAS = frozenset(GatewayConfig.model_fields) - {"client_id", "client_secret"}
+
+
+class GenesysLLMHook(BaseHook):
+    """Interact with the Genesys Cloud LLM Gateway.
+
+    Synchronous methods run on one private event loop per hook, so consecutive calls reuse the
+    WebSocket sessions and HTTP connections; async methods use a client bound to the caller's loop.
+    """
+
+    conn_name_attr = "genesys_llm_conn_id"
+    default_conn_name = "genesys_llm_default"
+    conn_type = "genesys_llm"
+    hook_name = "Genesys Cloud LLM Gateway"
+
+    def __init__(self, genesys_llm_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.genesys_llm_conn_id = genesys_llm_conn_id
+        self._loop: BackgroundLoop | None = None
+        self._sync_client: GatewayClient | None = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GatewayClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from ..get_provider_info import get_provider_info
+
+        return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+
+    @cached_property
+    def config(self) -> GatewayConfig:
+        conn = self.get_connection(self.genesys_llm_conn_id)
+        if not conn.login or not conn.password:
+            raise ValueError(
+                f"connection {self.genesys_llm_conn_id!r} needs the OAuth client id as login "
+                "and the client secret as password"
+            )
+        mask_secret(conn.password)
+        extras = dict(conn.extra_dejson)
+        unknown = sorted(set(extras) - CONNECTION_EXTRAS)
+        if unknown:
+            raise ValueError(
+                f"connection {self.genesys_llm_conn_id!r} has unknown extras {unknown}; "
+                f"known: {sorted(CONNECTION_EXTRAS)}"
+            )
+        try:
+            return GatewayConfig(client_id=conn.login, client_secret=conn.password, **extras)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'connection'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ValueError(f"connection {self.genesys_llm_conn_id!r} is invalid: {problems}") from None
+
+    def _new_client(self) -> GatewayClient:
+        return GatewayClient(self.config, on_new_token=mask_secret)
+
+    def get_conn(self) -> GatewayClient:
+        """The client behind the synchronous methods (it lives on the hook's private loop)."""
+        if self._sync_client is None:
+            self._loop = BackgroundLoop(f"genesys-llm-{self.genesys_llm_conn_id}")
+            self._sync_client = self._new_client()
+        return self._sync_client
+
+    def _run(self, coroutine: Any) -> Any:
+        self.get_conn()
+        assert self._loop is not None
+        return self._loop.run(coroutine)
+
+    def get_async_client(self) -> GatewayClient:
+        """A client bound to the running event loop, kept for the loop's lifetime."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = self._new_client()
+        return client
+
+    # --- completions ----------------------------------------------------------------------
+
+    def complete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
+        """Run one completion and return its result.
+
+        Options: ``model``, ``transport``, ``temperature``, ``max_tokens``, ``prompt_id``,
+        ``variables``, ``system``, ``stop_sequences``, ``response_format``.
+        """
+        client = self.get_conn()
+        request = client.request(messages=messages, **options)
+        return self._run(client.complete(request))
+
+    async def acomplete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
+        client = self.get_async_client()
+        return await client.complete(client.request(messages=messages, **options))
+
+    async def astream(
+        self, messages: Sequence[Any] | None = None, *, chunk_tokens: int = 1, **options: Any
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream events (tokens, or chunks of ``chunk_tokens`` tokens, and restarts)."""
+        client = self.get_async_client()
+        stream = client.stream(client.request(messages=messages, **options))
+        async for event in stream.chunks(chunk_tokens):
+            yield event
+
+    # --- other endpoints ------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        return self._run(self.get_conn().embed(texts, model=model))
+
+    async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        return await self.get_async_client().embed(texts, model=model)
+
+    def get_status(self) -> GatewayStatus:
+        return self._run(self.get_conn().status())
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Fetch a token and the gateway status; no billed call."""
+        try:
+            status = self.get_status()
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"gateway is {status.status}"
+
+    def close(self) -> None:
+        """Close the sessions and stop the private loop; the hook opens them again when used."""
+        if self._sync_client is not None and self._loop is not None:
+            self._loop.run(self._sync_client.aclose())
+            self._loop.close()
+        self._sync_client = None
+        self._loop = None
