@@ -21,6 +21,7 @@ from .auth import TokenProvider
 from .config import GatewayConfig
 from .errors import (
     GatewayAuthError,
+    GatewayError,
     GatewayConnectionError,
     GatewayProtocolError,
     GatewayTimeoutError,
@@ -100,25 +101,29 @@ class CompletionStream:
         attempt_number = 0
         gave_text = False
         rate_wait = 0.0
-        async for attempt in retrying(client.config):
-            with attempt:
-                attempt_number += 1
-                if attempt_number > 1:
-                    client.stats.retries += 1
-                    if gave_text:
-                        yield RestartEvent(attempt_number, "previous attempt failed mid-stream")
-                gave_text = False
-                info = AttemptInfo()
-                parts: list[str] = []
-                attempt_started = first_token_at = 0.0
-                async for text, attempt_started, wait in client._attempt(request, info, self._transport):
-                    rate_wait += wait
-                    if text:
-                        if not first_token_at:
-                            first_token_at = time.perf_counter()
-                        parts.append(text)
-                        gave_text = True
-                        yield TokenEvent(text, attempt_number)
+        try:
+            async for attempt in retrying(client.config):
+                with attempt:
+                    attempt_number += 1
+                    if attempt_number > 1:
+                        client.stats.retries += 1
+                        if gave_text:
+                            yield RestartEvent(attempt_number, "previous attempt failed mid-stream")
+                    gave_text = False
+                    info = AttemptInfo()
+                    parts: list[str] = []
+                    attempt_started = first_token_at = 0.0
+                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):
+                        rate_wait += wait
+                        if text:
+                            if not first_token_at:
+                                first_token_at = time.perf_counter()
+                            parts.append(text)
+                            gave_text = True
+                            yield TokenEvent(text, attempt_number)
+        except GatewayError as exc:
+            exc.attempts = attempt_number
+            raise
         finished = time.perf_counter()
         usage = info.usage or Usage()
         duration = finished - attempt_started

@@ -16,6 +16,8 @@ class GatewayError(Exception):
     """
 
     retryable: bool = False
+    #: Requests sent for the completion that ended in this error; set by the client.
+    attempts: int | None = None
 
     def __init__(
         self,

@@ -1,0 +1,246 @@
+"""Run a batch of completions into a sink with bounded concurrency and bounded memory.
+
+Items are read lazily in windows; each window is validated, checked against the sink (resume:
+finished ids are never sent again), and fed to a fixed pool of workers through a bounded
+queue. Results are embedded and written in chunks, one transaction each, so at most
+``chunk_size + concurrency`` results are ever held. A worker that triggers a flush waits for it,
+which is the back-pressure that keeps a slow database from filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+
+from ..client import CompletionResult, GatewayClient, GatewayError
+from ..sinks.pgvector import FailureRow, ResultRow
+from .items import InvalidItem, PlannedCompletion, check_items_source, plan_item
+from .stats import BatchStats
+
+log = logging.getLogger(__name__)
+
+
+class ResultSink(Protocol):
+    def existing_ids(self, ids: Iterable[str]) -> set[str]: ...
+
+    def upsert(self, rows: Sequence[ResultRow]) -> int: ...
+
+    def record_failures(self, rows: Sequence[FailureRow]) -> None: ...
+
+
+Embedder = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where the rows come from, stamped on every row and failure."""
+
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    concurrency: int = 8
+    chunk_size: int = 500
+    window: int = 1000
+    skip_existing: bool = True
+    embed: str = "completion"  # "completion", "source" or "json:<field>"
+    progress_interval_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.chunk_size < 1 or self.window < 1:
+            raise ValueError("concurrency, chunk_size and window must be at least 1")
+        if not (self.embed in ("completion", "source") or self.embed.startswith("json:")):
+            raise ValueError(f"embed must be 'completion', 'source' or 'json:<field>', got {self.embed!r}")
+
+
+def _windows(items: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]]:
+    numbered = enumerate(items)
+    while window := list(islice(numbered, size)):
+        yield window
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        client: GatewayClient,
+        sink: ResultSink,
+        embedder: Embedder,
+        *,
+        settings: BatchSettings = BatchSettings(),
+        context: RunContext = RunContext(),
+        request_defaults: Mapping[str, Any] | None = None,
+        total_hint: int | None = None,
+    ) -> None:
+        self._client = client
+        self._sink = sink
+        self._embed = embedder
+        self._settings = settings
+        self._context = context
+        self._defaults = dict(request_defaults or {})
+        self._total_hint = total_hint
+        self.stats = BatchStats()
+        self._results: list[tuple[PlannedCompletion, CompletionResult]] = []
+        self._failures: list[FailureRow] = []
+        self._flush_lock = asyncio.Lock()
+        self._started = 0.0
+        self._last_progress = 0.0
+
+    async def run(self, items: Iterable[Any]) -> BatchStats:
+        """Process every item; results already stored stay stored even if this raises."""
+        items = check_items_source(items)
+        settings = self._settings
+        self._started = self._last_progress = time.monotonic()
+        queue: asyncio.Queue[PlannedCompletion | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
+        workers = [asyncio.create_task(self._work(queue)) for _ in range(settings.concurrency)]
+        try:
+            for window in _windows(items, settings.window):
+                for planned in await self._plan(window):
+                    await queue.put(planned)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self._flush()
+            self._progress(force=True)
+        return self.stats
+
+    async def _plan(self, window: list[tuple[int, Any]]) -> list[PlannedCompletion]:
+        planned: list[PlannedCompletion] = []
+        for position, raw in window:
+            outcome = plan_item(raw, position, self._client.config, self._defaults)
+            if isinstance(outcome, InvalidItem):
+                self.stats.invalid += 1
+                self.stats.note_failure(outcome.source_id)
+                self._failures.append(self._failure_row(outcome.result_id, outcome.source_id, outcome.error_class, outcome.reason, 0))
+            else:
+                planned.extend(outcome)
+        if self._settings.skip_existing and planned:
+            existing = await asyncio.to_thread(self._sink.existing_ids, [p.result_id for p in planned])
+            if existing:
+                self.stats.skipped_existing += sum(1 for p in planned if p.result_id in existing)
+                planned = [p for p in planned if p.result_id not in existing]
+        return planned
+
+    async def _work(self, queue: asyncio.Queue[PlannedCompletion | None]) -> None:
+        while (planned := await queue.get()) is not None:
+            try:
+                result = await self._client.complete(planned.request)
+            except GatewayError as exc:
+                self.stats.failed += 1
+                self.stats.attempts += exc.attempts or 1
+                self.stats.note_failure(planned.source_id)
+                self._failures.append(
+                    self._failure_row(planned.result_id, planned.source_id, type(exc).__name__, exc.message, exc.attempts or 1)
+                )
+            else:
+                self._account(result)
+                self._results.append((planned, result))
+            if len(self._results) >= self._settings.chunk_size or len(self._failures) >= self._settings.chunk_size:
+                await self._flush()
+            self._progress()
+
+    def _account(self, result: CompletionResult) -> None:
+        stats = self.stats
+        stats.succeeded += 1
+        stats.attempts += result.attempts
+        stats.prompt_tokens += result.usage.prompt_tokens
+        stats.completion_tokens += result.usage.completion_tokens
+        stats.latency_ms.add(result.total_ms)
+        if result.ttft_ms is not None:
+            stats.ttft_ms.add(result.ttft_ms)
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            results, self._results = self._results, []
+            failures, self._failures = self._failures, []
+            if results:
+                vectors = await self._embed([self._embedding_text(p, r) for p, r in results])
+                rows = [self._result_row(p, r, v) for (p, r), v in zip(results, vectors, strict=True)]
+                self.stats.rows_written += await asyncio.to_thread(self._sink.upsert, rows)
+            if failures:
+                await asyncio.to_thread(self._sink.record_failures, failures)
+
+    def _embedding_text(self, planned: PlannedCompletion, result: CompletionResult) -> str:
+        choice = self._settings.embed
+        if choice == "source":
+            return planned.source_text
+        if choice.startswith("json:"):
+            try:
+                value = json.loads(result.text)[choice[5:]]
+                return value if isinstance(value, str) else json.dumps(value)
+            except (ValueError, KeyError, TypeError):
+                self.stats.embedding_fallbacks += 1
+        return result.text
+
+    def _result_row(self, planned: PlannedCompletion, result: CompletionResult, vector: list[float]) -> ResultRow:
+        return ResultRow(
+            id=planned.result_id,
+            source_id=planned.source_id,
+            content=result.text,
+            embedding=vector,
+            model=result.model,
+            prompt_id=result.prompt_id,
+            temperature=result.temperature,
+            finish_reason=result.finish_reason,
+            usage=result.usage.model_dump(),
+            timings={
+                "connect_ms": result.connect_ms,
+                "ttft_ms": result.ttft_ms,
+                "total_ms": result.total_ms,
+                "tokens_per_second": result.tokens_per_second,
+                "attempts": result.attempts,
+            },
+            request_id=result.request_id,
+            correlation_id=result.correlation_id,
+            dag_id=self._context.dag_id,
+            task_id=self._context.task_id,
+            run_id=self._context.run_id,
+            metadata=dict(planned.metadata),
+        )
+
+    def _failure_row(self, result_id: str, source_id: str, error_class: str, message: str, attempts: int) -> FailureRow:
+        return FailureRow(
+            id=result_id,
+            source_id=source_id,
+            error_class=error_class,
+            message=message[:1000],
+            attempts=attempts,
+            dag_id=self._context.dag_id,
+            task_id=self._context.task_id,
+            run_id=self._context.run_id,
+        )
+
+    def _progress(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < self._settings.progress_interval_seconds:
+            return
+        self._last_progress = now
+        stats = self.stats
+        elapsed = max(now - self._started, 1e-9)
+        rate = (stats.succeeded + stats.failed) / elapsed
+        total = self._total_hint
+        if total:
+            remaining = max(total - stats.processed, 0)
+            eta = f"{remaining / rate:.0f}s" if rate > 0 else "unknown"
+            done = f"{stats.processed}/{total}"
+        else:
+            done, eta = str(stats.processed), "unknown (lazy source)"
+        log.info(
+            "batch progress: %s items done (%d succeeded, %d failed, %d invalid, %d skipped), %.1f completions/s, ETA %s",
+            done, stats.succeeded, stats.failed, stats.invalid, stats.skipped_existing, rate, eta,
+        )
+
+
+__all__ = ["BatchRunner", "BatchSettings", "Embedder", "ResultSink", "RunContext"]

@@ -1,0 +1,129 @@
+"""GenesysLLMHook with a real Airflow connection, against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_provider_genesys_llm.client import RequestValidationError, TokenEvent
+from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
+from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
+
+USER = [{"role": "user", "content": "The router keeps dropping the connection every evening."}]
+
+
+def connection_json(emulator, **extra) -> str:
+    return json.dumps(
+        {
+            "conn_type": "genesys_llm",
+            "login": "id",
+            "password": "secret",
+            "extra": {
+                "api_base_url": emulator.base_url,
+                "login_base_url": emulator.base_url,
+                "stream_base_url": emulator.ws_url,
+                **extra,
+            },
+        }
+    )
+
+
+@pytest.fixture
+def hook(emulator, monkeypatch):
+    TOKEN_CACHE.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", connection_json(emulator))
+    hook = GenesysLLMHook()
+    yield hook
+    hook.close()
+
+
+def test_sequential_complete_calls_reuse_the_session_and_token(hook, emulator):
+    first = hook.complete(USER)
+    second = hook.complete(USER, temperature=0.1, max_tokens=64)
+    third = hook.complete(USER, transport="sse", system="Answer in JSON.")
+    assert first.text and second.temperature == 0.1 and third.transport == "sse"
+    counters = emulator.counters()
+    assert counters["ws_connections"] == 1 and counters["ws_requests"] == 2
+    assert counters["oauth"] == 1
+
+
+def test_token_cache_is_shared_across_hook_instances(hook, emulator):
+    hook.complete(USER)
+    other = GenesysLLMHook()
+    try:
+        other.complete(USER)
+    finally:
+        other.close()
+    assert emulator.counters()["oauth"] == 1
+
+
+def test_test_connection_makes_no_billed_call(hook, emulator):
+    ok, message = hook.test_connection()
+    assert ok and "available" in message
+    counters = emulator.counters()
+    assert counters["ws_requests"] == 0 and counters["sse"] == 0 and counters["status"] == 1
+
+
+def test_test_connection_reports_bad_credentials_without_the_secret(emulator, monkeypatch):
+    TOKEN_CACHE.clear()
+    conn = json.loads(connection_json(emulator))
+    conn["password"] = "not-the-secret-xyz"
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", json.dumps(conn))
+    ok, message = GenesysLLMHook().test_connection()
+    assert not ok and "invalid_client" in message and "not-the-secret-xyz" not in message
+
+
+def test_validation_error_before_any_request(hook, emulator):
+    with pytest.raises(RequestValidationError, match="max_tokens 9999"):
+        hook.complete(USER, max_tokens=9999)
+    assert emulator.counters()["total"] == 0
+
+
+def test_unknown_extra_is_named(emulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", connection_json(emulator, reigon="mypurecloud.com"))
+    with pytest.raises(ValueError, match="reigon"):
+        GenesysLLMHook().config
+
+
+def test_tokens_are_registered_with_the_secrets_masker(hook):
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    hook.complete(USER)
+    token = TOKEN_CACHE.get(hook.get_conn()._auth._key).value
+    assert token not in str(redact(f"header Bearer {token}"))
+    assert "secret" not in str(redact("password=secret")).replace("password=", "")
+
+
+async def test_async_stream_in_chunks(hook):
+    events = [e async for e in hook.astream(USER, chunk_tokens=4)]
+    whole = await hook.acomplete(USER)
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == whole.text
+
+
+def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, tmp_path):
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    airflow = [sys.executable, "-m", "airflow"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*airflow, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert "airflow-provider-genesys-llm" in run("providers", "list")
+    run("db", "migrate")
+    extra = json.loads(connection_json(emulator))["extra"]
+    run(
+        "connections", "add", "genesys_llm_cli", "--conn-type", "genesys_llm",
+        "--conn-login", "id", "--conn-password", "secret", "--conn-extra", json.dumps(extra),
+    )
+    assert "Connection success!" in run("connections", "test", "genesys_llm_cli")
+    assert emulator.counters()["status"] == 1  # the CLI's test really reached the gateway
