@@ -107,18 +107,27 @@ def row(label: str, frames: int, cpu: float, wall: float, reference: float | Non
     return f"  {label:<34} {frames:>7} frames {per_frame:8.2f} us CPU/frame {frames / wall:10.0f} frames/s{ratio}"
 
 
-async def frame_scenario(emulator: EmulatorProcess, name: str, delay: float, streams: int, tokens: int) -> list[str]:
+def repeated(rounds: int, work: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    async def run() -> int:
+        return sum([await work() for _ in range(rounds)])
+
+    return run
+
+
+async def frame_scenario(
+    emulator: EmulatorProcess, name: str, delay: float, streams: int, tokens: int, rounds: int = 1
+) -> list[str]:
     emulator.configure(token_delay=delay, completion_tokens=tokens)
     token = await fetch_token(emulator)
-    lines = [f"{name}: {streams} stream(s) x {tokens} tokens, token delay {delay * 1000:g} ms"]
+    lines = [f"{name}: {rounds} round(s) of {streams} concurrent stream(s) x {tokens} tokens, token delay {delay * 1000:g} ms"]
     bare = {
-        "websocket": await measure(lambda: bare_websocket_streams(emulator, token, streams, tokens)),
-        "sse": await measure(lambda: bare_sse_streams(emulator, token, streams, tokens)),
+        "websocket": await measure(repeated(rounds, lambda: bare_websocket_streams(emulator, token, streams, tokens))),
+        "sse": await measure(repeated(rounds, lambda: bare_sse_streams(emulator, token, streams, tokens))),
     }
     async with GatewayClient(gateway_config(emulator, max(streams, 1))) as client:
         await client_streams(client, "websocket", 1, 8)  # warm: token and one session
         for transport in ("websocket", "sse"):
-            frames, cpu, wall = await measure(lambda: client_streams(client, transport, streams, tokens))
+            frames, cpu, wall = await measure(repeated(rounds, lambda: client_streams(client, transport, streams, tokens)))
             b_frames, b_cpu, b_wall = bare[transport]
             reference = b_cpu / b_frames * 1e6
             lines.append(row(f"bare {transport} (parse only)", b_frames, b_cpu, b_wall))
@@ -160,7 +169,7 @@ async def completions_scenario(emulator: EmulatorProcess, completions: int, conc
 async def main(args: argparse.Namespace) -> None:
     with emulator_process() as emulator:
         report = []
-        report += await frame_scenario(emulator, "one long stream", 0.0, args.long_streams, args.long_tokens)
+        report += await frame_scenario(emulator, "one long stream", 0.0, 1, args.long_tokens, args.long_rounds)
         report += await frame_scenario(emulator, "paced streams", 0.001, 64, args.paced_tokens)
         report += await completions_scenario(emulator, args.completions, 32)
     print("\n".join(report))
@@ -168,7 +177,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--long-streams", type=int, default=1)
+    parser.add_argument("--long-rounds", type=int, default=5)
     parser.add_argument("--long-tokens", type=int, default=4000)
     parser.add_argument("--paced-tokens", type=int, default=200)
     parser.add_argument("--completions", type=int, default=1000)

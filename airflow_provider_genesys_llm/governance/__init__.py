@@ -1,0 +1,61 @@
+"""Governance for model output and runs: PII masking, safety filters and a tamper-evident audit trail.
+
+Nothing here imports Airflow, and psycopg only once an audit chain is used, so the client, the
+operators and plain scripts can all share it.
+"""
+
+from .audit import (
+    COMPLIANCE_TAG,
+    AuditChainError,
+    AuditChainStore,
+    AuditLog,
+    AuditRecord,
+    ChainVerification,
+    Timings,
+    TokenUsage,
+    prompt_sha256,
+    verify_chain,
+)
+from .filters import (
+    FilterOutcome,
+    FilterPipeline,
+    GenerationErrorFilter,
+    OutputFilter,
+    RegexRemovalFilter,
+    ThinkBlockFilter,
+    default_filters,
+)
+from .masking import (
+    MaskingPolicy,
+    MaskResult,
+    PiiDetectedError,
+    PiiMasker,
+    StreamRedactor,
+    apply_policy,
+)
+
+__all__ = [
+    "COMPLIANCE_TAG",
+    "AuditChainError",
+    "AuditChainStore",
+    "AuditLog",
+    "AuditRecord",
+    "ChainVerification",
+    "FilterOutcome",
+    "FilterPipeline",
+    "GenerationErrorFilter",
+    "MaskResult",
+    "MaskingPolicy",
+    "OutputFilter",
+    "PiiDetectedError",
+    "PiiMasker",
+    "RegexRemovalFilter",
+    "StreamRedactor",
+    "ThinkBlockFilter",
+    "Timings",
+    "TokenUsage",
+    "apply_policy",
+    "default_filters",
+    "prompt_sha256",
+    "verify_chain",
+]
