@@ -8,6 +8,8 @@ import pytest
 
 from airflow_provider_genesys_llm.emulator import EmulatorServer
 
+pytest_plugins = ["fixtures_postgres"]
+
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:

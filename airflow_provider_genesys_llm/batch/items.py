@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,16 @@ def iter_jsonl(path: str | Path) -> Iterator[Any]:
                     yield json.loads(line)
                 except ValueError:
                     yield UnreadableItem(f"{Path(path).name}:{number}", f"line {number} is not valid JSON")
+
+
+def iter_query(connect: Callable[[], Any], query: str, *, fetch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Rows of ``query`` as dicts, through a server-side cursor so a huge source streams in bounded memory."""
+    from psycopg.rows import dict_row
+
+    with connect() as conn, conn.cursor(name="genesys_llm_items", row_factory=dict_row) as cursor:
+        cursor.itersize = fetch_size
+        cursor.execute(query)
+        yield from cursor
 
 
 def check_items_source(items: Any) -> Iterable[Any]:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -91,6 +92,8 @@ class BatchRunner:
         self._results: list[tuple[PlannedCompletion, CompletionResult]] = []
         self._failures: list[FailureRow] = []
         self._flush_lock = asyncio.Lock()
+        # The sink holds one database connection and is not thread-safe: one thread does all its I/O.
+        self._sink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genesys-llm-sink")
         self._started = 0.0
         self._last_progress = 0.0
 
@@ -112,9 +115,15 @@ class BatchRunner:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await self._flush()
+            try:
+                await self._flush()
+            finally:
+                self._sink_thread.shutdown(wait=True)
             self._progress(force=True)
         return self.stats
+
+    async def _in_sink_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._sink_thread, function, *args)
 
     async def _plan(self, window: list[tuple[int, Any]]) -> list[PlannedCompletion]:
         planned: list[PlannedCompletion] = []
@@ -127,7 +136,7 @@ class BatchRunner:
             else:
                 planned.extend(outcome)
         if self._settings.skip_existing and planned:
-            existing = await asyncio.to_thread(self._sink.existing_ids, [p.result_id for p in planned])
+            existing = await self._in_sink_thread(self._sink.existing_ids, [p.result_id for p in planned])
             if existing:
                 self.stats.skipped_existing += sum(1 for p in planned if p.result_id in existing)
                 planned = [p for p in planned if p.result_id not in existing]
@@ -168,9 +177,9 @@ class BatchRunner:
             if results:
                 vectors = await self._embed([self._embedding_text(p, r) for p, r in results])
                 rows = [self._result_row(p, r, v) for (p, r), v in zip(results, vectors, strict=True)]
-                self.stats.rows_written += await asyncio.to_thread(self._sink.upsert, rows)
+                self.stats.rows_written += await self._in_sink_thread(self._sink.upsert, rows)
             if failures:
-                await asyncio.to_thread(self._sink.record_failures, failures)
+                await self._in_sink_thread(self._sink.record_failures, failures)
 
     def _embedding_text(self, planned: PlannedCompletion, result: CompletionResult) -> str:
         choice = self._settings.embed

@@ -1,0 +1,166 @@
+"""``GenesysLLMBatchCompletionOperator``: many completions into a pgvector table, resumably.
+
+The operator only wires Airflow things (connections, templating, XCom, context ids) onto the
+Airflow-free ``BatchRunner``; it runs on the worker's event loop (``BaseAsyncOperator``) so
+hundreds of streams share one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import psycopg
+
+from airflow.sdk import BaseAsyncOperator, BaseHook, Context
+
+from ..batch.items import check_items_source, iter_jsonl, iter_query
+from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
+from ..hooks.genesys_llm import GenesysLLMHook
+from ..sinks.pgvector import PgVectorStore, airflow_conninfo
+
+#: Request options that apply to every item unless the item overrides them.
+REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id", "transport", "response_format")
+
+
+class BatchFailedError(RuntimeError):
+    """More items failed than ``max_failed_ratio`` allows; everything that succeeded is stored."""
+
+
+class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
+    """Run a completion for every item and upsert the results, with embeddings, into pgvector.
+
+    Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
+    ``sql`` (a query on ``source_conn_id``, read with a server-side cursor). Each item has an
+    ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
+    Results are keyed by a hash of (item id, prompt, model, parameters): with
+    ``skip_existing`` a retry or re-run sends only what is not stored yet.
+    """
+
+    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "system", "prompt_id", "table")
+    template_fields_renderers = {"sql": "sql", "items": "json"}
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        postgres_conn_id: str = "postgres_default",
+        schema: str = "public",
+        items: Any = None,
+        jsonl_path: str | None = None,
+        sql: str | None = None,
+        source_conn_id: str | None = None,
+        genesys_llm_conn_id: str = GenesysLLMHook.default_conn_name,
+        model: str | None = None,
+        temperature: float | list[float] | None = None,
+        max_tokens: int | None = None,
+        system: str | None = None,
+        prompt_id: str | None = None,
+        transport: str | None = None,
+        response_format: str | None = None,
+        concurrency: int | None = None,
+        chunk_size: int = 500,
+        skip_existing: bool = True,
+        max_failed_ratio: float = 0.0,
+        embed: str = "completion",
+        embedder: Embedder | None = None,
+        embedding_dimension: int = 384,
+        index_mode: Literal["hnsw", "deferred", "none"] = "hnsw",
+        progress_interval_seconds: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        sources = [name for name, value in (("items", items), ("jsonl_path", jsonl_path), ("sql", sql)) if value is not None]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one of items, jsonl_path or sql (got {sources or 'none'})")
+        if isinstance(items, (str, bytes)):
+            check_items_source(items)
+        if not 0.0 <= max_failed_ratio <= 1.0:
+            raise ValueError(f"max_failed_ratio must be between 0 and 1, got {max_failed_ratio}")
+        self.table = table
+        self.postgres_conn_id = postgres_conn_id
+        self.schema = schema
+        self.items = items
+        self.jsonl_path = jsonl_path
+        self.sql = sql
+        self.source_conn_id = source_conn_id or postgres_conn_id
+        self.genesys_llm_conn_id = genesys_llm_conn_id
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.system = system
+        self.prompt_id = prompt_id
+        self.transport = transport
+        self.response_format = response_format
+        self.concurrency = concurrency
+        self.chunk_size = chunk_size
+        self.skip_existing = skip_existing
+        self.max_failed_ratio = max_failed_ratio
+        self.embed = embed
+        self.embedder = embedder
+        self.embedding_dimension = embedding_dimension
+        self.index_mode = index_mode
+        self.progress_interval_seconds = progress_interval_seconds
+
+    def _source(self) -> tuple[Any, int | None]:
+        """The items iterable and its length when known cheaply (for the ETA)."""
+        if self.jsonl_path is not None:
+            return iter_jsonl(self.jsonl_path), None
+        if self.sql is not None:
+            conninfo = airflow_conninfo(BaseHook.get_connection(self.source_conn_id))
+            return iter_query(lambda: psycopg.connect(conninfo), self.sql), None
+        items = check_items_source(self.items)
+        return items, len(items) if isinstance(items, Sequence) else None
+
+    async def aexecute(self, context: Context) -> dict[str, Any]:
+        hook = GenesysLLMHook(self.genesys_llm_conn_id)
+        client = hook.get_async_client()
+        store = PgVectorStore.from_airflow(
+            self.postgres_conn_id,
+            table=self.table,
+            schema=self.schema,
+            dimension=self.embedding_dimension,
+            index=self.index_mode,
+        )
+        store.ensure_schema()
+        ti = context["ti"]
+        settings = BatchSettings(
+            concurrency=self.concurrency or client.config.max_concurrency,
+            chunk_size=self.chunk_size,
+            skip_existing=self.skip_existing,
+            embed=self.embed,
+            progress_interval_seconds=self.progress_interval_seconds,
+        )
+        defaults = {name: getattr(self, name) for name in REQUEST_DEFAULTS if getattr(self, name) is not None}
+        items, total = self._source()
+        runner = BatchRunner(
+            client,
+            store,
+            self.embedder or client.embed,
+            settings=settings,
+            context=RunContext(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id),
+            request_defaults=defaults,
+            total_hint=total,
+        )
+        try:
+            stats = await runner.run(items)
+        finally:
+            await client.aclose()
+        if self.index_mode == "deferred":
+            store.build_index(concurrently=True)
+        manifest = stats.manifest(
+            sink_table=f"{self.schema}.{self.table}",
+            asset_uri=store.asset_uri,
+            run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
+            client=client.stats.snapshot(client),
+        )
+        self.log.info("batch manifest: %s", manifest)
+        if stats.failed_ratio > self.max_failed_ratio:
+            ti.xcom_push(key="return_value", value=manifest)
+            raise BatchFailedError(
+                f"{stats.failures} of {stats.succeeded + stats.failures} items failed "
+                f"(ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
+                f"{stats.succeeded} results are stored in {self.schema}.{self.table} and a retry sends only the failed items; "
+                f"failures are in {self.schema}.{self.table}_failures"
+            )
+        return manifest
