@@ -17,7 +17,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m airflow_provider_genesys_llm.demo
+	$(PY) demo/run_demo.py
 
 bench: $(VENV)/.installed
 	$(PY) bench/stream_throughput.py

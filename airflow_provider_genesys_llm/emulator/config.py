@@ -9,8 +9,10 @@ rejects anything malformed, so a typo in a test fails loudly instead of being ig
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 SCOPE_USE = "ai:llm:gateway:use"
@@ -22,6 +24,10 @@ ALL_SCOPES: tuple[str, ...] = (SCOPE_USE, SCOPE_STREAM, SCOPE_PROMPT_READ, SCOPE
 GATEWAY_STATUSES: tuple[str, ...] = ("available", "degraded", "unavailable")
 
 ModelKind = Literal["completion", "embedding"]
+
+# Section 9: the states of an analytics conversation-detail job, and the final ones.
+JOB_STATES: tuple[str, ...] = ("QUEUED", "PENDING", "FULFILLED", "FAILED", "CANCELLED", "EXPIRED")
+JOB_OUTCOMES: tuple[str, ...] = ("FULFILLED", "FAILED", "CANCELLED", "EXPIRED")
 
 
 @dataclass(frozen=True)
@@ -193,4 +199,133 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "enforce_rate_limit": _boolean,
     "idle_timeout": _number(allow_zero=False),
     "max_embedding_inputs": _integer(1),
+}
+
+
+# -- section 9: the synthetic contact center behind the analytics and transcript endpoints -------
+
+_INSTANT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+)
+
+
+def parse_utc_instant(text: str) -> datetime:
+    """An ISO-8601 date-time (`2026-10-01T00:00:00Z`, `...00.000+02:00`; no zone means UTC) as an
+    aware UTC datetime; raises ValueError for anything else (same on every Python >= 3.10)."""
+    match = _INSTANT.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not an ISO-8601 date-time: {text!r}")
+    year, month, day, hour, minute, second, fraction, zulu, sign, offset_h, offset_m = match.groups()
+    microseconds = int((fraction or "0")[:6].ljust(6, "0"))
+    zone = timezone.utc
+    if sign is not None and zulu is None:
+        offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
+        zone = timezone(-offset if sign == "-" else offset)
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), microseconds, tzinfo=zone
+        )
+    except ValueError as exc:
+        raise ValueError(f"not a valid date-time: {text!r} ({exc})") from None
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass
+class ContactCenterConfig:
+    """Settings of the synthetic contact center (section 9), changeable while the emulator runs.
+
+    Kept apart from `EmulatorConfig` (whose fields are the gateway's), but patched through the
+    same control API: `EmulatorState.configure` sends each field to the dataclass that has it.
+    """
+
+    conversations_per_day: int = 40  # the mean; each UTC day varies by up to +-25%, deterministically
+    pii_ratio: float = 0.15  # share of conversations whose transcript carries PII
+    unrecorded_ratio: float = 0.05  # share of calls not recorded: `recording: false`, no transcript
+    job_polls_to_fulfil: int = 2  # status polls answering QUEUED/PENDING before the final state
+    job_outcome: str = "FULFILLED"  # the final state of new jobs (a `job_outcome` fault overrides it)
+    job_page_size: int = 100  # results page size when the request gives no `pageSize`
+    data_availability_date: datetime | None = None  # fixed availability; None: now minus the lag
+    data_availability_lag_seconds: int = 3600
+    transcript_url_ttl_seconds: float = 600.0  # lifetime of a pre-signed transcript URL
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(item.name for item in dataclasses.fields(cls))
+
+    def patched(self, changes: Mapping[str, Any]) -> ContactCenterConfig:
+        """A copy with `changes` applied; raises ValueError naming the first bad field."""
+        return dataclasses.replace(self, **_converted(changes, _CONTACT_CENTER_CONVERTERS))
+
+    def availability(self, now: datetime | None = None) -> datetime:
+        """The data availability date: the fixed one, or now minus the lag, truncated to the minute."""
+        if self.data_availability_date is not None:
+            return self.data_availability_date
+        moment = (now or datetime.now(timezone.utc)) - timedelta(seconds=self.data_availability_lag_seconds)
+        return moment.replace(second=0, microsecond=0)
+
+
+def _converted(changes: Mapping[str, Any], converters: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    converted: dict[str, Any] = {}
+    for name, value in changes.items():
+        converter = converters.get(name)
+        if converter is None:
+            raise ValueError(f"unknown config field {name!r}; known: {sorted(converters)}")
+        try:
+            converted[name] = converter(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config field {name!r}: {exc}") from exc
+    return converted
+
+
+def _ratio(value: Any) -> float:
+    number = _number(allow_zero=True)(value)
+    if number > 1:
+        raise ValueError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def _job_outcome(value: Any) -> str:
+    if value not in JOB_OUTCOMES:
+        raise ValueError(f"expected one of {JOB_OUTCOMES}, got {value!r}")
+    return str(value)
+
+
+def _page_size(value: Any) -> int:
+    size = _integer(1)(value)
+    if size > MAX_JOB_PAGE_SIZE:
+        raise ValueError(f"must be at most {MAX_JOB_PAGE_SIZE}, got {size}")
+    return size
+
+
+def _conversations_per_day(value: Any) -> int:
+    count = _integer(0)(value)
+    if count > MAX_CONVERSATIONS_PER_DAY:
+        raise ValueError(f"must be at most {MAX_CONVERSATIONS_PER_DAY}, got {count}")
+    return count
+
+
+def _optional_instant(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO-8601 date-time string or null, got {value!r}")
+    return parse_utc_instant(value)
+
+
+MAX_JOB_PAGE_SIZE = 1000
+MAX_CONVERSATIONS_PER_DAY = 50_000  # conversation ids hold the index of a day's call in 16 bits
+
+_CONTACT_CENTER_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "conversations_per_day": _conversations_per_day,
+    "pii_ratio": _ratio,
+    "unrecorded_ratio": _ratio,
+    "job_polls_to_fulfil": _integer(0),
+    "job_outcome": _job_outcome,
+    "job_page_size": _page_size,
+    "data_availability_date": _optional_instant,
+    "data_availability_lag_seconds": _integer(0),
+    "transcript_url_ttl_seconds": _number(allow_zero=False),
 }

@@ -15,7 +15,19 @@ from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
-ENDPOINTS: tuple[str, ...] = ("oauth", "ws", "sse", "embeddings", "status", "openai")
+from .config import JOB_OUTCOMES
+
+# Section 9: the analytics job and transcript endpoints (also the names of their counters).
+ANALYTICS_ENDPOINTS: tuple[str, ...] = (
+    "analytics_jobs",  # POST .../details/jobs
+    "analytics_job_status",  # GET .../details/jobs/{jobId}
+    "analytics_job_delete",  # DELETE .../details/jobs/{jobId}
+    "analytics_results",  # GET .../details/jobs/{jobId}/results
+    "analytics_availability",  # GET .../details/jobs/availability
+    "transcript_url",  # GET /api/v2/speechandtextanalytics/.../transcripturl
+    "transcript_download",  # GET /_transcripts/{token}, the pre-signed URL (S3-style errors)
+)
+ENDPOINTS: tuple[str, ...] = ("oauth", "ws", "sse", "embeddings", "status", "openai", *ANALYTICS_ENDPOINTS)
 COMPLETION_ENDPOINTS: frozenset[str] = frozenset({"ws", "sse", "openai"})
 ANY_ENDPOINT = "any"
 
@@ -26,6 +38,7 @@ class Phase(str, Enum):
     REQUEST = "request"  # each HTTP request or WebSocket upgrade, before authentication
     INIT = "init"  # each WebSocket `init_stream` handshake
     COMPLETION = "completion"  # each completion request (WebSocket request, SSE or OpenAI call)
+    JOB = "job"  # each analytics job accepted by POST .../details/jobs (section 9)
 
 
 _REQUIRED = object()
@@ -105,6 +118,12 @@ FAULT_KINDS: dict[str, FaultKind] = {
         COMPLETION_ENDPOINTS,
         {"ratio": ParamSpec(_NUMBER), "retry_after": ParamSpec(_NUMBER, 0.05)},
         default_count=None,
+    ),
+    # The next accepted analytics job ends in `state` (after the usual polls) with `error_message`.
+    "job_outcome": FaultKind(
+        Phase.JOB,
+        frozenset({"analytics_jobs"}),
+        {"state": ParamSpec((str,), "FAILED"), "error_message": ParamSpec(_OPTIONAL_STR, None)},
     ),
 }
 
@@ -214,6 +233,9 @@ def _check_ranges(params: dict[str, Any]) -> None:
     ratio = params.get("ratio")
     if ratio is not None and not 0 <= ratio <= 1:
         raise ValueError(f"fault parameter 'ratio' must be between 0 and 1: {ratio}")
+    state = params.get("state")
+    if state is not None and state not in JOB_OUTCOMES:
+        raise ValueError(f"fault parameter 'state' must be one of {JOB_OUTCOMES}, got {state!r}")
     headers = params.get("headers", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise ValueError("fault parameter 'headers' must map strings to strings")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import math
 import secrets
 import time
@@ -17,12 +18,36 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import EmulatorConfig
+from .config import ContactCenterConfig, EmulatorConfig
 from .faults import FaultRule, Phase
 
 # Requests that make up `total`; the other counters count things inside those requests.
-REQUEST_COUNTERS: tuple[str, ...] = ("oauth", "ws_upgrades", "sse", "embeddings", "status", "openai")
-DETAIL_COUNTERS: tuple[str, ...] = ("ws_connections", "ws_requests", "embedding_inputs", "faults_fired", "control")
+# Section 9 (analytics jobs, transcripts): one request counter per endpoint, named like its faults.
+ANALYTICS_REQUEST_COUNTERS: tuple[str, ...] = (
+    "analytics_jobs",
+    "analytics_job_status",
+    "analytics_job_delete",
+    "analytics_results",
+    "analytics_availability",
+    "transcript_url",
+    "transcript_download",
+)
+ANALYTICS_DETAIL_COUNTERS: tuple[str, ...] = (
+    "jobs_submitted",
+    "job_polls",
+    "result_pages",
+    "transcript_urls_issued",
+    "transcript_downloads",
+    "transcript_downloads_expired",
+    "transcript_downloads_forbidden",
+)
+REQUEST_COUNTERS: tuple[str, ...] = (
+    "oauth", "ws_upgrades", "sse", "embeddings", "status", "openai", *ANALYTICS_REQUEST_COUNTERS
+)
+DETAIL_COUNTERS: tuple[str, ...] = (
+    "ws_connections", "ws_requests", "embedding_inputs", "faults_fired", "control", *ANALYTICS_DETAIL_COUNTERS
+)
+MAX_ANALYTICS_JOBS = 1000  # the oldest job is forgotten beyond this
 REQUEST_ID_HISTORY = 10_000
 # Enough memory for `fail_first_attempt_ratio` to recognise a retry in any realistic test run.
 SIGHTED_REQUEST_IDS = 100_000
@@ -84,9 +109,20 @@ class EmulatorState:
     """Everything a request handler reads or changes, plus the startup values reset returns to."""
 
     config: EmulatorConfig  # the live config; replaced (never mutated) so waiters can be told
+    contact_center: ContactCenterConfig  # section 9 settings, also replaced, never mutated
 
-    def __init__(self, config: EmulatorConfig, faults: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        faults: Iterable[Mapping[str, Any]] = (),
+        contact_center: ContactCenterConfig | None = None,
+    ) -> None:
         self._startup_config = copy.deepcopy(config)
+        self._startup_contact_center = copy.deepcopy(contact_center or ContactCenterConfig())
+        # Section 9: analytics jobs by id (an `analytics.AnalyticsJob` each, oldest first), and
+        # the key that signs transcript URLs (per process, like a real pre-signed URL's key).
+        self.analytics_jobs: dict[str, Any] = {}
+        self.transcript_url_key = secrets.token_bytes(32)
         self._startup_faults = [FaultRule.from_dict(rule).as_dict() for rule in faults]
         self.tokens: dict[str, IssuedToken] = {}
         self.faults: list[FaultRule] = []
@@ -99,6 +135,8 @@ class EmulatorState:
     def reset(self, *, tokens: bool = False) -> None:
         """Back to startup config and faults, zero counters; issued tokens stay unless `tokens`."""
         self._replace_config(copy.deepcopy(self._startup_config))
+        self.contact_center = copy.deepcopy(self._startup_contact_center)
+        self.analytics_jobs.clear()
         self.faults = [FaultRule.from_dict(rule) for rule in self._startup_faults]
         self.counters = Counters()
         self._sighted_request_ids.clear()
@@ -107,8 +145,20 @@ class EmulatorState:
             self.tokens.clear()
 
     def configure(self, changes: Mapping[str, Any]) -> None:
-        """Patch config fields; raises ValueError (and changes nothing) when one is bad."""
-        self._replace_config(self.config.patched(changes))
+        """Patch config fields; raises ValueError (and changes nothing) when one is bad.
+
+        Fields of `ContactCenterConfig` (section 9) go there, all others to `EmulatorConfig`."""
+        own = ContactCenterConfig.field_names()
+        unknown = set(changes) - own - {item.name for item in dataclasses.fields(EmulatorConfig)}
+        if unknown:
+            known = sorted(own | {item.name for item in dataclasses.fields(EmulatorConfig)})
+            raise ValueError(f"unknown config field {sorted(unknown)[0]!r}; known: {known}")
+        gateway = {name: value for name, value in changes.items() if name not in own}
+        config = self.config.patched(gateway) if gateway or not changes else None
+        contact_center = self.contact_center.patched({name: changes[name] for name in changes if name in own})
+        if config is not None:
+            self._replace_config(config)
+        self.contact_center = contact_center
 
     def config_changed(self) -> asyncio.Event:
         """Set at the next config change, for waits that depend on config (the idle timeout)."""

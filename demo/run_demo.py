@@ -1,0 +1,142 @@
+"""``make demo``: the demo DAG end to end on the embedded defaults, with no credentials.
+
+Starts the gateway emulator (its own process) and an embedded Postgres with pgvector
+(pgserver, data kept in ``.demo/pgdata`` so a second run finds the first run's rows), points
+two Airflow connections at them, runs ``airflow dags test genesys_llm_demo``, and prints what a
+user wants to see. Running it twice is safe: the second run sends no completion requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pgserver
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".demo"
+DAG_ID = "genesys_llm_demo"
+LOGICAL_DATE = "2026-11-21"
+TABLE = "transcript_insights"
+QUERY = "customer wants a refund for a double charge"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_genesys_llm.emulator", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    if "listening" not in process.stdout.readline():
+        process.kill()
+        raise SystemExit("the gateway emulator did not start")
+    return process, f"127.0.0.1:{port}"
+
+
+def airflow_env(gateway: str, pg: pgserver.PostgresServer) -> dict[str, str]:
+    info = pg.get_postmaster_info()
+    genesys = {
+        "conn_type": "genesys_llm",
+        "login": "id",
+        "password": "secret",
+        "extra": {
+            "api_base_url": f"http://{gateway}",
+            "login_base_url": f"http://{gateway}",
+            "stream_base_url": f"ws://{gateway}",
+            "requests_per_minute": 6000,
+        },
+    }
+    postgres = {"conn_type": "postgres", "host": str(info.socket_dir), "port": info.port, "login": "postgres", "schema": "postgres"}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(STATE / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags_examples"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
+        "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
+    }
+
+
+def airflow(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"airflow {' '.join(args)} failed with exit code {done.returncode}")
+
+
+def counters(gateway: str) -> dict[str, int]:
+    return httpx.get(f"http://{gateway}/_emulator/counters").json()
+
+
+def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str, int]) -> None:
+    from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
+
+    with psycopg.connect(conninfo) as conn:
+        rows, tokens, p50, p95, ttft = conn.execute(
+            f"SELECT count(*), coalesce(sum((usage->>'total_tokens')::int), 0),"
+            f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
+            f" percentile_cont(0.95) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
+            f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'ttft_ms')::float)"
+            f" FROM {TABLE} WHERE source_id LIKE %s",
+            (f"{LOGICAL_DATE}-%",),
+        ).fetchone()
+        failures = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE NOT resolved").fetchone()[0]
+    sent = after["ws_requests"] + after["sse"] - before["ws_requests"] - before["sse"]
+    print(f"\n== {DAG_ID} for {LOGICAL_DATE} ==")
+    print(f"transcripts stored in pgvector table {TABLE}: {rows}   failures: {failures}")
+    print(f"completion requests sent this run: {sent}" + ("" if sent else "   (every transcript was already stored: nothing re-sent)"))
+    print(f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms, time to first token p50 {ttft or 0:.1f} ms")
+    query_vector = httpx.post(
+        f"http://{gateway}/api/v2/ai/llm/gateway/embeddings",
+        json={"model": "genesys-embed-v1", "input": [QUERY]},
+        headers={"Authorization": "Bearer " + token(gateway)},
+    ).json()["data"][0]["embedding"]
+    store = PgVectorStore(lambda: psycopg.connect(conninfo), table=TABLE, dimension=len(query_vector))
+    print(f'top matches for "{QUERY}":')
+    for match in store.similarity_search(query_vector, k=3):
+        print(f"  {match.distance:.3f}  {match.source_id}  {match.content[:90]}")
+    store.close()
+
+
+def token(gateway: str) -> str:
+    answer = httpx.post(f"http://{gateway}/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"})
+    return answer.json()["access_token"]
+
+
+def main() -> None:
+    STATE.mkdir(exist_ok=True)
+    emulator, gateway = start_emulator()
+    pg = pgserver.get_server(STATE / "pgdata", cleanup_mode="stop")
+    try:
+        env = airflow_env(gateway, pg)
+        info = pg.get_postmaster_info()
+        conninfo = f"host={info.socket_dir} port={info.port} user=postgres dbname=postgres"
+        print("preparing the Airflow metadata database ...", flush=True)
+        airflow(env, "db", "migrate")
+        before = counters(gateway)
+        print(f"running: airflow dags test {DAG_ID} {LOGICAL_DATE}", flush=True)
+        airflow(env, "dags", "test", DAG_ID, LOGICAL_DATE)
+        report(gateway, conninfo, before, counters(gateway))
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    main()
