@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
-from ..client import CompletionResult, GatewayClient, GatewayError
+from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayError
+from ..governance.audit import AuditLog, AuditRecord, Timings, TokenUsage, prompt_sha256
+from ..governance.masking import PiiDetectedError
+from ..governance.policy import Governance, GovernedOutput
 from ..sinks.pgvector import FailureRow, ResultRow
 from .items import InvalidItem, PlannedCompletion, check_items_source, plan_item
 from .stats import BatchStats
@@ -35,16 +38,32 @@ class ResultSink(Protocol):
     def record_failures(self, rows: Sequence[FailureRow]) -> None: ...
 
 
+class AuditSink(Protocol):
+    def append(self, records: Sequence[AuditRecord]) -> list[int]: ...
+
+
+class CompletionObserver(Protocol):
+    """Told about every completion as it ends (metrics); must be cheap and must not raise."""
+
+    def succeeded(self, result: CompletionResult) -> None: ...
+
+    def failed(self, model: str, transport: str, error_class: str, attempts: int) -> None: ...
+
+
 Embedder = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """Where the rows come from, stamped on every row and failure."""
+    """Where the rows come from, stamped on every row, failure and audit record."""
 
     dag_id: str | None = None
     task_id: str | None = None
     run_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
+    owner: str | None = None
+    conn_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,9 @@ class BatchRunner:
         context: RunContext = RunContext(),
         request_defaults: Mapping[str, Any] | None = None,
         total_hint: int | None = None,
+        governance: Governance | None = None,
+        audit: AuditSink | None = None,
+        observer: CompletionObserver | None = None,
     ) -> None:
         self._client = client
         self._sink = sink
@@ -88,8 +110,12 @@ class BatchRunner:
         self._context = context
         self._defaults = dict(request_defaults or {})
         self._total_hint = total_hint
+        self._governance = governance or Governance()
+        self._audit = audit
+        self._observer = observer
         self.stats = BatchStats()
-        self._results: list[tuple[PlannedCompletion, CompletionResult]] = []
+        self._audits: list[AuditRecord] = []
+        self._results: list[tuple[PlannedCompletion, CompletionResult, GovernedOutput]] = []
         self._failures: list[FailureRow] = []
         self._flush_lock = asyncio.Lock()
         # The sink holds one database connection and is not thread-safe: one thread does all its I/O.
@@ -144,24 +170,90 @@ class BatchRunner:
 
     async def _work(self, queue: asyncio.Queue[PlannedCompletion | None]) -> None:
         while (planned := await queue.get()) is not None:
-            try:
-                result = await self._client.complete(planned.request)
-            except GatewayError as exc:
-                self.stats.failed += 1
-                self.stats.attempts += exc.attempts or 1
-                self.stats.note_failure(planned.source_id)
-                self._failures.append(
-                    self._failure_row(planned.result_id, planned.source_id, type(exc).__name__, exc.message, exc.attempts or 1)
-                )
-            else:
-                self._account(result)
-                self._results.append((planned, result))
-            if len(self._results) >= self._settings.chunk_size or len(self._failures) >= self._settings.chunk_size:
+            await self._complete(planned)
+            if max(len(self._results), len(self._failures)) >= self._settings.chunk_size:
                 await self._flush()
             self._progress()
 
-    def _account(self, result: CompletionResult) -> None:
+    async def _complete(self, planned: PlannedCompletion) -> None:
+        """One item: mask the prompt, complete, govern the output; any gateway or policy failure stays with the item."""
+        request, prompt_counts = self._governance.mask_request(planned.request)
+        try:
+            result = await self._client.complete(request)
+            governed = self._governance.govern_output(result.text)
+        except (GatewayError, PiiDetectedError) as exc:
+            attempts = getattr(exc, "attempts", None) or 1
+            counts = dict(prompt_counts)
+            if isinstance(exc, PiiDetectedError):
+                attempts = 1
+                for kind, found in exc.counts.items():
+                    counts[kind] = counts.get(kind, 0) + found
+            self._record_failure(planned, request, type(exc).__name__, str(exc), attempts, counts)
+            return
+        self._account(result, prompt_counts, governed)
+        self._results.append((planned, result, governed))
+        self._audit_record(planned, request, result=result, status="success",
+                           masking=_merge(prompt_counts, governed.masking_counts), filters=governed.filters_applied)
+        if self._observer is not None:
+            self._observer.succeeded(result)
+
+    def _record_failure(
+        self, planned: PlannedCompletion, request: CompletionRequest, error_class: str, message: str,
+        attempts: int, masking: dict[str, int],
+    ) -> None:
+        self.stats.failed += 1
+        self.stats.attempts += attempts
+        self.stats.note_failure(planned.source_id)
+        self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
+        self._audit_record(planned, request, status="failed", error_class=error_class, attempts=attempts, masking=masking)
+        if self._observer is not None:
+            self._observer.failed(request.model, request.transport, error_class, attempts)
+
+    def _audit_record(
+        self,
+        planned: PlannedCompletion,
+        request: CompletionRequest,
+        *,
+        status: str,
+        result: CompletionResult | None = None,
+        error_class: str | None = None,
+        attempts: int | None = None,
+        masking: dict[str, int] | None = None,
+        filters: tuple[str, ...] = (),
+    ) -> None:
+        context = self._context
+        record = AuditRecord(
+            kind="completion",
+            status=status,  # type: ignore[arg-type]
+            request_id=request.request_id,
+            correlation_id=result.correlation_id if result else None,
+            dag_id=context.dag_id,
+            task_id=context.task_id,
+            run_id=context.run_id,
+            map_index=context.map_index,
+            try_number=context.try_number,
+            owner=context.owner,
+            conn_id=context.conn_id,
+            model=request.model,
+            prompt_id=request.prompt_id,
+            prompt_sha256=prompt_sha256(request.messages, request.system, request.prompt_id, request.variables),
+            parameters={"temperature": request.temperature, "max_tokens": request.max_tokens, "transport": request.transport},
+            usage=TokenUsage(**result.usage.model_dump()) if result else None,
+            timings=Timings(connect_ms=result.connect_ms, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
+                            tokens_per_second=result.tokens_per_second) if result else None,
+            attempts=result.attempts if result else attempts,
+            error_class=error_class,
+            masking_counts=masking or {},
+            filters_applied=filters,
+        )
+        self.stats.note_audit(record.audit_id)
+        log.info("%s", AuditLog.to_log_line(record))
+        if self._audit is not None:
+            self._audits.append(record)
+
+    def _account(self, result: CompletionResult, prompt_counts: dict[str, int], governed: GovernedOutput) -> None:
         stats = self.stats
+        stats.note_masking(prompt_counts, governed.masking_counts, governed.filters_applied)
         stats.succeeded += 1
         stats.attempts += result.attempts
         stats.prompt_tokens += result.usage.prompt_tokens
@@ -174,30 +266,35 @@ class BatchRunner:
         async with self._flush_lock:
             results, self._results = self._results, []
             failures, self._failures = self._failures, []
+            audits, self._audits = self._audits, []
             if results:
-                vectors = await self._embed([self._embedding_text(p, r) for p, r in results])
-                rows = [self._result_row(p, r, v) for (p, r), v in zip(results, vectors, strict=True)]
+                vectors = await self._embed([self._embedding_text(p, g) for p, _, g in results])
+                rows = [self._result_row(p, r, g, v) for (p, r, g), v in zip(results, vectors, strict=True)]
                 self.stats.rows_written += await self._in_sink_thread(self._sink.upsert, rows)
             if failures:
                 await self._in_sink_thread(self._sink.record_failures, failures)
+            if audits and self._audit is not None:
+                await self._in_sink_thread(self._audit.append, audits)
 
-    def _embedding_text(self, planned: PlannedCompletion, result: CompletionResult) -> str:
+    def _embedding_text(self, planned: PlannedCompletion, governed: GovernedOutput) -> str:
         choice = self._settings.embed
         if choice == "source":
-            return planned.source_text
+            return self._governance.mask_text(planned.source_text)[0]
         if choice.startswith("json:"):
             try:
-                value = json.loads(result.text)[choice[5:]]
+                value = json.loads(governed.text)[choice[5:]]
                 return value if isinstance(value, str) else json.dumps(value)
             except (ValueError, KeyError, TypeError):
                 self.stats.embedding_fallbacks += 1
-        return result.text
+        return governed.text
 
-    def _result_row(self, planned: PlannedCompletion, result: CompletionResult, vector: list[float]) -> ResultRow:
+    def _result_row(
+        self, planned: PlannedCompletion, result: CompletionResult, governed: GovernedOutput, vector: list[float]
+    ) -> ResultRow:
         return ResultRow(
             id=planned.result_id,
             source_id=planned.source_id,
-            content=result.text,
+            content=governed.text,
             embedding=vector,
             model=result.model,
             prompt_id=result.prompt_id,
@@ -216,7 +313,11 @@ class BatchRunner:
             dag_id=self._context.dag_id,
             task_id=self._context.task_id,
             run_id=self._context.run_id,
-            metadata=dict(planned.metadata),
+            metadata={
+                **planned.metadata,
+                "masking_counts": governed.masking_counts,
+                "filters_applied": list(governed.filters_applied),
+            },
         )
 
     def _failure_row(self, result_id: str, source_id: str, error_class: str, message: str, attempts: int) -> FailureRow:
@@ -253,3 +354,10 @@ class BatchRunner:
 
 
 __all__ = ["BatchRunner", "BatchSettings", "Embedder", "ResultSink", "RunContext"]
+
+
+def _merge(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
+    merged = dict(first)
+    for kind, count in second.items():
+        merged[kind] = merged.get(kind, 0) + count
+    return merged

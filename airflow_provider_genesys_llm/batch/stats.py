@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,8 @@ from typing import Any
 RESERVOIR_SIZE = 10_000
 #: Failed item ids listed in the XCom manifest; the full list is in the sink's failures table.
 FAILED_IDS_IN_MANIFEST = 50
+#: Completion audit ids listed in the XCom manifest; every record is in the audit table.
+AUDIT_IDS_IN_MANIFEST = 100
 
 
 class Reservoir:
@@ -51,6 +55,10 @@ class BatchStats:
     completion_tokens: int = 0
     embedding_fallbacks: int = 0
     failed_ids: list[str] = field(default_factory=list)
+    masking_counts: Counter[str] = field(default_factory=Counter)
+    filtered: int = 0
+    audit_records: int = 0
+    audit_ids: list[str] = field(default_factory=list)
     latency_ms: Reservoir = field(default_factory=Reservoir)
     ttft_ms: Reservoir = field(default_factory=Reservoir)
 
@@ -70,6 +78,17 @@ class BatchStats:
     def note_failure(self, source_id: str) -> None:
         if len(self.failed_ids) < FAILED_IDS_IN_MANIFEST:
             self.failed_ids.append(source_id)
+
+    def note_masking(self, prompt: Mapping[str, int], output: Mapping[str, int], filters: tuple[str, ...]) -> None:
+        self.masking_counts.update(prompt)
+        self.masking_counts.update(output)
+        if filters:
+            self.filtered += 1
+
+    def note_audit(self, audit_id: str) -> None:
+        self.audit_records += 1
+        if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
+            self.audit_ids.append(audit_id)
 
     def manifest(self, **extra: Any) -> dict[str, Any]:
         """The small, XCom-safe summary: counts, tokens and latencies, never texts or vectors."""
@@ -97,5 +116,12 @@ class BatchStats:
             },
             "ttft_ms": {"p50": self.ttft_ms.percentile(50), "p95": self.ttft_ms.percentile(95)},
             "embedding_fallbacks": self.embedding_fallbacks,
+            "masking_counts": dict(self.masking_counts),
+            "outputs_filtered": self.filtered,
+            "audit": {
+                "completion_records": self.audit_records,
+                "completion_audit_ids": list(self.audit_ids),
+                "completion_audit_ids_truncated": self.audit_records > len(self.audit_ids),
+            },
             **extra,
         }

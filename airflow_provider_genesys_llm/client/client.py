@@ -9,6 +9,7 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .auth import TokenProvider
 from .config import GatewayConfig
@@ -41,6 +43,8 @@ from .transports.base import AttemptInfo, Transport
 from .transports.sse import SSETransport
 from .transports.websocket import WebSocketTransport
 from .watchdog import watched
+
+log = logging.getLogger(__name__)
 
 #: The embeddings endpoint takes at most this many inputs per call (protocol section 6).
 MAX_EMBEDDING_INPUTS = 256
@@ -319,9 +323,40 @@ class GatewayClient:
             vectors.extend(item.embedding for item in sorted(answer.data, key=lambda item: item.index))
         return vectors
 
+    async def publish_analytics(self, payload: dict[str, Any]) -> bool:
+        """POST ``payload`` to the connection's analytics webhook (tutorial 003).
+
+        Short timeout, three tries, and it never raises: analytics must not fail a pipeline.
+        Returns whether the webhook accepted it (False also when none is configured).
+        """
+        url = self.config.analytics_webhook_url
+        if not url:
+            return False
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(3),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                retry=retry_if_exception_type((httpx.HTTPError, _WebhookRefused)),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._http.post(
+                        url, json=payload, timeout=self.config.analytics_webhook_timeout_seconds
+                    )
+                    if response.status_code >= 300:
+                        raise _WebhookRefused(f"HTTP {response.status_code}")
+        except (httpx.HTTPError, _WebhookRefused) as exc:
+            log.warning("analytics webhook failed after 3 attempts: %s", type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc)
+            return False
+        return True
+
     async def status(self) -> GatewayStatus:
         raw = await self._call_json("GET", self.config.paths.status)
         return _parse(GatewayStatus, raw, "status answer")
+
+
+class _WebhookRefused(Exception):
+    """The analytics webhook answered with a non-2xx status."""
 
 
 def _parse(model: type[Any], raw: bytes, what: str) -> Any:

@@ -134,6 +134,8 @@ class GatewayConfig(BaseModel):
     retry_deadline_seconds: float = Field(900.0, gt=0)
     backoff_initial_seconds: float = Field(0.5, ge=0)
     backoff_max_seconds: float = Field(30.0, gt=0)
+    analytics_webhook_url: str | None = None
+    analytics_webhook_timeout_seconds: float = Field(5.0, gt=0)
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -149,8 +151,10 @@ class GatewayConfig(BaseModel):
 
     @model_validator(mode="after")
     def _urls_resolvable_and_safe(self) -> GatewayConfig:
-        for name in ("api_url", "login_url", "stream_url"):
+        for name in ("api_url", "login_url", "stream_url", "analytics_webhook_url"):
             url = getattr(self, name)
+            if url is None:
+                continue
             parts = urlsplit(url)
             if parts.scheme in ("http", "ws") and not (
                 self.allow_insecure_http or _is_loopback(parts.hostname)

@@ -1,4 +1,5 @@
-"""The emulator's Starlette application: OAuth, the gateway endpoints and the control API.
+"""The emulator's Starlette application: OAuth, the gateway endpoints, section 9's analytics and
+transcript endpoints (`analytics.py`) and the control API.
 
 One app serves HTTP, SSE and WebSocket on one port, like the real API host. The control API
 under `/_emulator/` needs no authentication: it exists so tests (and a subprocess started with
@@ -20,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from .admission import admit, injected_http_error
+from .analytics import analytics_routes
 from .chat import GENESYS_CHAT, OPENAI_CHAT, chat_endpoint
-from .config import ALL_SCOPES, SCOPE_USE, EmulatorConfig
+from .config import ALL_SCOPES, SCOPE_USE, ContactCenterConfig, EmulatorConfig
 from .faults import Phase
 from .generator import embed, estimate_tokens
 from .responses import CORRELATION_HEADER, new_correlation_id, oauth_error, platform_error
@@ -197,10 +199,15 @@ def control_endpoint(action: ControlAction) -> Callable[[Request], Awaitable[Res
     return endpoint
 
 
-def create_app(config: EmulatorConfig | None = None, faults: Iterable[Mapping[str, Any]] = ()) -> Starlette:
+def create_app(
+    config: EmulatorConfig | None = None,
+    faults: Iterable[Mapping[str, Any]] = (),
+    contact_center: ContactCenterConfig | None = None,
+) -> Starlette:
     """A fresh emulator app; its state is `app.state.emulator` (an `EmulatorState`).
 
-    `faults` are armed at startup and re-armed by every reset, like the startup config.
+    `faults` are armed at startup and re-armed by every reset, like the startup config;
+    `contact_center` sets up the synthetic contact center of section 9 the same way.
     """
     app = Starlette(
         routes=[
@@ -210,11 +217,12 @@ def create_app(config: EmulatorConfig | None = None, faults: Iterable[Mapping[st
             Route(EMBEDDINGS_PATH, embeddings, methods=["POST"]),
             Route(STATUS_PATH, gateway_status, methods=["GET"]),
             Route(OPENAI_CHAT_PATH, chat_endpoint(OPENAI_CHAT), methods=["POST"]),
+            *analytics_routes(),  # section 9: analytics jobs, transcript URLs and their downloads
             *(
                 Route(f"{CONTROL_PREFIX}/{name}", control_endpoint(action), methods=[method])
                 for name, (method, action) in CONTROL_ACTIONS.items()
             ),
         ]
     )
-    app.state.emulator = EmulatorState(config or EmulatorConfig(), faults)
+    app.state.emulator = EmulatorState(config or EmulatorConfig(), faults, contact_center)
     return app

@@ -16,6 +16,13 @@ from airflow.sdk import BaseAsyncOperator, BaseHook, Context
 
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
+from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, task_audit_record
+from ..client import GatewayClient
+from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
+from ..governance.filters import OutputFilter
+from ..governance.masking import MaskingPolicy
+from ..governance.policy import Governance
+from .metrics import StatsObserver
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..sinks.pgvector import PgVectorStore, airflow_conninfo
 
@@ -67,6 +74,13 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         embedding_dimension: int = 384,
         index_mode: Literal["hnsw", "deferred", "none"] = "hnsw",
         progress_interval_seconds: float = 30.0,
+        mask_prompts: bool = True,
+        output_masking: MaskingPolicy = "redact",
+        extra_pii_patterns: dict[str, str] | None = None,
+        output_filters: Sequence[OutputFilter] | None = None,
+        audit_table: str | None = DEFAULT_AUDIT_TABLE,
+        audit_conn_id: str | None = None,
+        compliance_tag: str = COMPLIANCE_TAG,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +115,15 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         self.embedding_dimension = embedding_dimension
         self.index_mode = index_mode
         self.progress_interval_seconds = progress_interval_seconds
+        self.governance = Governance(
+            extra_patterns=extra_pii_patterns,
+            mask_prompts=mask_prompts,
+            output_policy=output_masking,
+            filters=output_filters,
+        )
+        self.audit_table = audit_table
+        self.audit_conn_id = audit_conn_id or postgres_conn_id
+        self.compliance_tag = compliance_tag
 
     def _source(self) -> tuple[Any, int | None]:
         """The items iterable and its length when known cheaply (for the ETA)."""
@@ -123,7 +146,17 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             index=self.index_mode,
         )
         store.ensure_schema()
+        audit = audit_store(self.audit_conn_id, self.audit_table) if self.audit_table else None
         ti = context["ti"]
+        run_context = RunContext(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None,
+            try_number=ti.try_number,
+            owner=self.owner,
+            conn_id=self.genesys_llm_conn_id,
+        )
         settings = BatchSettings(
             concurrency=self.concurrency or client.config.max_concurrency,
             chunk_size=self.chunk_size,
@@ -138,29 +171,76 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             store,
             self.embedder or client.embed,
             settings=settings,
-            context=RunContext(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id),
+            context=run_context,
             request_defaults=defaults,
             total_hint=total,
+            governance=self.governance,
+            audit=audit,
+            observer=StatsObserver(),
         )
+        error: BaseException | None = None
         try:
-            stats = await runner.run(items)
+            await runner.run(items)
+            if self.index_mode == "deferred":
+                store.build_index(concurrently=True)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
+            stats = runner.stats
+            manifest = await self._finish(context, runner, client, store, audit, error)
             await client.aclose()
-        if self.index_mode == "deferred":
-            store.build_index(concurrently=True)
+            store.close()
+        if stats.failed_ratio > self.max_failed_ratio:
+            raise BatchFailedError(
+                f"{stats.failures} of {stats.succeeded + stats.failures} items failed "
+                f"(ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
+                f"{stats.succeeded} results are stored in {self.schema}.{self.table} and a retry sends only "
+                f"the failed items; failures are in {self.schema}.{self.table}_failures"
+            )
+        return manifest
+
+    async def _finish(
+        self,
+        context: Context,
+        runner: BatchRunner,
+        client: GatewayClient,
+        store: PgVectorStore,
+        audit: AuditChainStore | None,
+        error: BaseException | None,
+    ) -> dict[str, Any]:
+        """Record usage even when the task fails: task audit record, manifest in XCom, analytics webhook."""
+        ti = context["ti"]
+        stats = runner.stats
+        failed = error is not None or stats.failed_ratio > self.max_failed_ratio
+        record = task_audit_record(
+            context,
+            status="failed" if failed else "success",
+            error_class=type(error).__name__ if error else ("BatchFailedError" if failed else None),
+            conn_id=self.genesys_llm_conn_id,
+            model=self.model or client.config.model,
+            usage={
+                "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+                "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            },
+            attempts=stats.attempts,
+            masking_counts=stats.masking_counts,
+            compliance_tag=self.compliance_tag,
+        )
+        self.log.info("%s", AuditLog.to_log_line(record))
+        if audit is not None:
+            audit.append([record])
         manifest = stats.manifest(
             sink_table=f"{self.schema}.{self.table}",
             asset_uri=store.asset_uri,
             run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
             client=client.stats.snapshot(client),
+            task_audit=record.model_dump(mode="json"),
         )
         self.log.info("batch manifest: %s", manifest)
-        if stats.failed_ratio > self.max_failed_ratio:
-            ti.xcom_push(key="return_value", value=manifest)
-            raise BatchFailedError(
-                f"{stats.failures} of {stats.succeeded + stats.failures} items failed "
-                f"(ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
-                f"{stats.succeeded} results are stored in {self.schema}.{self.table} and a retry sends only the failed items; "
-                f"failures are in {self.schema}.{self.table}_failures"
-            )
+        ti.xcom_push(key="return_value", value=manifest)
+        if client.config.analytics_webhook_url:
+            delivered = await client.publish_analytics({"event": "genesys_llm.batch", **manifest})
+            self.log.info("analytics webhook %s", "delivered" if delivered else "failed (task not affected)")
         return manifest
