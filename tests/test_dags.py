@@ -2,55 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
-import pytest
+
+from airflow_runner import airflow_env, dags_test
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory) -> Path:
-    """One migrated metadata database for every DAG test of the session."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    done = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-        capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home
-
-
-def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> dict[str, str]:
-    genesys = {
-        "conn_type": "genesys_llm", "login": "id", "password": "secret",
-        "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-                  "stream_base_url": emulator.ws_url, "requests_per_minute": 60000},
-    }
-    postgres = {"conn_type": "postgres", "host": pg_server.socket_dir, "port": pg_server.port,
-                "login": pg_server.user, "schema": pg_server.dbname}
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
-        "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
-    }
-
-
-def dags_test(env: dict[str, str], dag_id: str, date: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", dag_id, date],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
 
 
 def scalar(pg_server, query: str) -> object:

@@ -543,8 +543,9 @@ def conversation(day: date, index: int, pii_ratio: float, unrecorded_ratio: floa
 def _conversation(day: date, index: int, pii_ratio: float, unrecorded_ratio: float) -> Conversation:
     cid = conversation_id(day, index)
     rng = _Draws(f"conversation/{day.isoformat()}/{index}")
-    # A US-hours call mostly (12:00-23:00 UTC), sometimes any time of day, so some cross midnight.
-    second_of_day = rng.uniform(12 * 3600, 23 * 3600) if rng.fraction() < 0.85 else rng.uniform(0, 86_400)
+    # Mostly US business hours (12:00-24:00 UTC, 8am-8pm Eastern), some at any hour; the evening
+    # calls near midnight UTC run into the next day.
+    second_of_day = rng.uniform(12 * 3600, 86_400) if rng.fraction() < 0.85 else rng.uniform(0, 86_400)
     start_ms = day_start_ms(day) + int(second_of_day * 1000)
     topic, agent = rng.pick(TOPICS), rng.pick(AGENTS)
     first, last = rng.pick(_FIRST_NAMES), rng.pick(_LAST_NAMES)
