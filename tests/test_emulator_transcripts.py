@@ -37,10 +37,17 @@ ISO_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 # -- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
+@pytest.fixture(scope="module")
+def shared_client(emulator_server: EmulatorServer) -> Iterator[httpx.Client]:
+    """One client for the module (building one costs more than most of these tests)."""
+    with httpx.Client(base_url=emulator_server.base_url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def http(emulator: EmulatorServer, shared_client: httpx.Client) -> httpx.Client:
+    """A client of the freshly reset emulator; it sends no default headers (so no token)."""
+    return shared_client
 
 
 @pytest.fixture
@@ -72,9 +79,11 @@ def poll_until_final(http: httpx.Client, auth: dict[str, str], job_id: str) -> l
     raise AssertionError(f"job {job_id} never finished: {answers}")
 
 
-def all_results(http: httpx.Client, auth: dict[str, str], job_id: str, page_size: int | None = None) -> list[list[dict]]:
+def all_results(
+    http: httpx.Client, auth: dict[str, str], job_id: str, page_size: int | None = None
+) -> list[list[dict[str, Any]]]:
     """Every page of a fulfilled job's results, following cursors."""
-    pages: list[list[dict]] = []
+    pages: list[list[dict[str, Any]]] = []
     cursor = None
     while True:
         params = {**({"cursor": cursor} if cursor else {}), **({"pageSize": page_size} if page_size else {})}
@@ -178,7 +187,9 @@ def test_polls_to_fulfil_is_configurable(emulator: EmulatorServer, http: httpx.C
 
 
 @pytest.mark.parametrize("outcome", ["FAILED", "CANCELLED", "EXPIRED"])
-def test_configured_job_outcome(emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str], outcome: str) -> None:
+def test_configured_job_outcome(
+    emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str], outcome: str
+) -> None:
     emulator.configure(job_outcome=outcome)
     job_id = submit(http, auth)
     answers = poll_until_final(http, auth, job_id)
@@ -270,8 +281,11 @@ def test_start_of_day_interval_matching_and_overlap(http: httpx.Client, auth: di
     assert crossing, "the synthetic data has evening calls running past midnight UTC"
     call = crossing[0]
     start_day = datetime.fromisoformat(call["conversationStart"][:10]).replace(tzinfo=timezone.utc)
-    next_day = f"{(start_day + timedelta(days=1)):%Y-%m-%d}T00:00:00Z/{(start_day + timedelta(days=2)):%Y-%m-%d}T00:00:00Z"
-    same_day = f"{start_day:%Y-%m-%d}T00:00:00Z/{(start_day + timedelta(days=1)):%Y-%m-%d}T00:00:00Z"
+
+    def day_interval(day: datetime) -> str:
+        return f"{day:%Y-%m-%d}T00:00:00Z/{day + timedelta(days=1):%Y-%m-%d}T00:00:00Z"
+
+    next_day, same_day = day_interval(start_day + timedelta(days=1)), day_interval(start_day)
 
     def ids(interval: str, matching: bool) -> set[str]:
         return {c["conversationId"] for c in run_job(http, auth, interval, startOfDayIntervalMatching=matching)}
@@ -367,7 +381,7 @@ def test_transcript_url_downloads_the_document_then_expires(
     conversation = next(c for c in run_job(http, auth) if customer_session(c)["recording"])
     url = transcript_url(http, auth, conversation)
     assert url.startswith(f"{emulator.base_url}/_transcripts/")
-    response = httpx.get(url, timeout=10)  # a pre-signed URL: no bearer token
+    response = http.get(url)  # a pre-signed URL: no bearer token (the client sends no default headers)
     assert response.status_code == 200, response.text
     document = response.json()
     assert document["organizationId"] and document["conversationId"] == conversation["conversationId"]
@@ -386,17 +400,17 @@ def test_transcript_url_downloads_the_document_then_expires(
         assert phrase["text"] and 0 < phrase["confidence"] <= 1 and phrase["duration"]["milliseconds"] > 0
         assert phrase["startTimeMs"] >= document["startTime"]
     assert [p["startTimeMs"] for p in phrases] == sorted(p["startTimeMs"] for p in phrases)
-    assert httpx.get(url, timeout=10).json() == document  # same document every time
+    assert http.get(url).json() == document  # same document every time
 
     time.sleep(1.1)
-    expired = s3_error(httpx.get(url, timeout=10), 403)
+    expired = s3_error(http.get(url), 403)
     assert expired["Code"] == "AccessDenied" and expired["Message"] == "Request has expired"
-    assert expired["Expires"] < expired["ServerTime"]
+    assert expired["Expires"] <= expired["ServerTime"]
     counters = emulator.counters()
     assert counters["transcript_urls_issued"] == 1 and counters["transcript_downloads"] == 2
     assert counters["transcript_downloads_expired"] == 1 and counters["transcript_download"] == 3
     assert transcript_url(http, auth, conversation) != url  # a fresh URL works again
-    assert httpx.get(transcript_url(http, auth, conversation), timeout=10).status_code == 200
+    assert http.get(transcript_url(http, auth, conversation)).status_code == 200
 
 
 def test_tampered_transcript_url_is_refused(emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str]) -> None:
@@ -407,7 +421,7 @@ def test_tampered_transcript_url_is_refused(emulator: EmulatorServer, http: http
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     base = url.rsplit("/", 1)[0]
     for token in (f"{payload}.{flipped}", f"{other[0]}.{signature}", payload, "not-a-token", f"{payload}.!!"):
-        refused = s3_error(httpx.get(f"{base}/{token}", timeout=10), 403)
+        refused = s3_error(http.get(f"{base}/{token}"), 403)
         assert refused["Code"] == "SignatureDoesNotMatch"
     assert emulator.counters()["transcript_downloads_forbidden"] == 5
 
@@ -438,7 +452,7 @@ def test_some_transcripts_carry_pii(http: httpx.Client, auth: dict[str, str]) ->
     found: dict[str, int] = {"card": 0, "email": 0, "phone": 0, "ssn": 0}
     with_pii = 0
     for conversation in conversations:
-        document = httpx.get(transcript_url(http, auth, conversation), timeout=10).json()
+        document = http.get(transcript_url(http, auth, conversation)).json()
         text = "\n".join(phrase["text"] for phrase in document["transcripts"][0]["phrases"])
         kinds = {
             "card": any(
@@ -461,7 +475,7 @@ def test_pii_ratio_is_configurable(emulator: EmulatorServer, http: httpx.Client,
     conversations = run_job(http, auth)
     assert all(customer_session(c)["recording"] for c in conversations)
     for conversation in conversations[:10]:
-        document = httpx.get(transcript_url(http, auth, conversation), timeout=10).json()
+        document = http.get(transcript_url(http, auth, conversation)).json()
         assert "@" not in json.dumps(document["transcripts"])
 
 
@@ -504,10 +518,10 @@ def test_http_error_fault_on_the_download_answers_like_s3(
     conversation = next(c for c in run_job(http, auth) if customer_session(c)["recording"])
     url = transcript_url(http, auth, conversation)
     emulator.add_fault(endpoint="transcript_download", kind="http_error", status=503)
-    assert s3_error(httpx.get(url, timeout=10), 503)["Code"] == "SlowDown"
+    assert s3_error(http.get(url), 503)["Code"] == "SlowDown"
     emulator.add_fault(endpoint="transcript_download", kind="http_error", status=500, code="InternalError")
-    assert s3_error(httpx.get(url, timeout=10), 500)["Code"] == "InternalError"
-    assert httpx.get(url, timeout=10).status_code == 200
+    assert s3_error(http.get(url), 500)["Code"] == "InternalError"
+    assert http.get(url).status_code == 200
 
 
 def test_api_routes_need_a_live_token(emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str]) -> None:
@@ -566,7 +580,9 @@ def test_contact_center_config_is_patched_validated_and_reset(emulator: Emulator
     assert emulator.state.analytics_jobs == {}
 
 
-def test_conversations_per_day_scales_the_volume(emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str]) -> None:
+def test_conversations_per_day_scales_the_volume(
+    emulator: EmulatorServer, http: httpx.Client, auth: dict[str, str]
+) -> None:
     emulator.configure(conversations_per_day=200, job_page_size=1000)
     many = run_job(http, auth)
     assert 150 <= len(many) <= 250

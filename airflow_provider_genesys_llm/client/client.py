@@ -215,6 +215,11 @@ class GatewayClient:
         await self._http.aclose()
 
     @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared HTTP pool, for plain downloads (pre-signed URLs) that need no bearer token."""
+        return self._http
+
+    @property
     def token_requests(self) -> int:
         return self._auth.requests_made
 
@@ -279,7 +284,10 @@ class GatewayClient:
 
     # --- REST endpoints -------------------------------------------------------------------
 
-    async def _call_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+    async def call_api(
+        self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+    ) -> bytes:
+        """One platform API call with the shared auth, limits and retry policy; returns the body."""
         url = self.config.api_url + path
         async for attempt in retrying(self.config):
             with attempt:
@@ -291,7 +299,7 @@ class GatewayClient:
                         self.stats.requests_sent += 1
                         try:
                             response = await self._http.request(
-                                method, url, json=body, headers={"Authorization": f"Bearer {token}"}
+                                method, url, json=body, params=params, headers={"Authorization": f"Bearer {token}"}
                             )
                         except httpx.TimeoutException:
                             raise GatewayTimeoutError(f"{method} {url} timed out") from None
@@ -314,7 +322,7 @@ class GatewayClient:
         vectors: list[list[float]] = []
         for offset in range(0, len(texts), MAX_EMBEDDING_INPUTS):
             batch = list(texts[offset : offset + MAX_EMBEDDING_INPUTS])
-            raw = await self._call_json(
+            raw = await self.call_api(
                 "POST", self.config.paths.embeddings, {"model": model or self.config.embedding_model, "input": batch}
             )
             answer = _parse(EmbeddingResponse, raw, "embeddings answer")
@@ -351,7 +359,7 @@ class GatewayClient:
         return True
 
     async def status(self) -> GatewayStatus:
-        raw = await self._call_json("GET", self.config.paths.status)
+        raw = await self.call_api("GET", self.config.paths.status)
         return _parse(GatewayStatus, raw, "status answer")
 
 

@@ -8,8 +8,8 @@ Routes, with the name each one goes by in fault rules (`http_error` works on all
 | `GET .../details/jobs/availability` | `analytics_availability` | `{"dataAvailabilityDate"}` |
 | `GET .../details/jobs/{jobId}` | `analytics_job_status` | `{"state", "submissionDate", ...}` |
 | `DELETE .../details/jobs/{jobId}` | `analytics_job_delete` | `204`, the job is forgotten |
-| `GET .../details/jobs/{jobId}/results` | `analytics_results` | `{"conversations", "cursor"?, "dataAvailabilityDate"}` |
-| `GET /api/v2/speechandtextanalytics/conversations/{c}/communications/{m}/transcripturl` | `transcript_url` | `{"url"}` |
+| `GET .../details/jobs/{jobId}/results` | `analytics_results` | `{"conversations", "cursor"?, ...}` |
+| `GET /api/v2/speechandtextanalytics/conversations/{c}/communications/{m}/transcripturl` | `transcript_url` | url |
 | `GET /_transcripts/{token}` (the pre-signed URL) | `transcript_download` | the transcript document |
 
 The API routes take any live bearer token from the emulator's OAuth endpoint and check no scope:
@@ -160,7 +160,8 @@ class AnalyticsJob:
 
     def conversations(self, offset: int, count: int) -> list[Conversation]:
         pii_ratio, unrecorded_ratio = self.ratios
-        return [conversation(day, index, pii_ratio, unrecorded_ratio) for day, index in self.calls[offset : offset + count]]
+        window = self.calls[offset : offset + count]
+        return [conversation(day, index, pii_ratio, unrecorded_ratio) for day, index in window]
 
 
 def _state(request: Request) -> EmulatorState:
@@ -282,7 +283,9 @@ async def submit_job(request: Request) -> Response:
     # Generating a long interval takes a while: off the loop, so other requests keep flowing.
     calls = await run_in_threadpool(_find_calls, query, config, available)
     fault = state.draw_fault("analytics_jobs", Phase.JOB)
-    outcome, error_message = (fault.params["state"], fault.params["error_message"]) if fault else (config.job_outcome, None)
+    outcome, error_message = (config.job_outcome, None)
+    if fault is not None:
+        outcome, error_message = fault.params["state"], fault.params["error_message"]
     job = AnalyticsJob(
         job_id=str(uuid.uuid4()),
         submitted=now,
@@ -493,7 +496,8 @@ def s3_error(
     extra: Mapping[str, str] | None = None,
 ) -> Response:
     """An error in S3's XML shape: `<Error><Code/><Message/>...<RequestId/><HostId/></Error>`."""
-    fields = {"Code": code, "Message": message, **(extra or {}), "RequestId": request_id, "HostId": headers["x-amz-id-2"]}
+    fields = {"Code": code, "Message": message, **(extra or {})}
+    fields.update(RequestId=request_id, HostId=headers["x-amz-id-2"])
     body = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields.items())
     xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{body}</Error>'
     return Response(xml, status_code=status, media_type="application/xml", headers=dict(headers))

@@ -253,7 +253,7 @@ TOPICS: tuple[Topic, ...] = (
             ),
         ),
         (
-            "Understood. I've scheduled the cancellation for the end of your billing cycle and you'll get a confirmation.",
+            "Understood. I've scheduled the cancellation for the end of your billing cycle, you'll get a confirmation.",
             "I've applied the loyalty discount instead, it starts on your next bill.",
             "Your account is set to close at the end of the month, and there's no early termination fee.",
         ),
