@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from datetime import datetime
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -14,6 +15,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from ..client import CompletionResult, GatewayClient, GatewayConfig, GatewayStatus, StreamEvent
+from ..client.transcripts import JobStatus, TranscriptSource
 from ._loop import BackgroundLoop
 
 #: Connection extras the hook passes to ``GatewayConfig`` (documented in the README).
@@ -127,6 +129,25 @@ class GenesysLLMHook(BaseHook):
 
     async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
         return await self.get_async_client().embed(texts, model=model)
+
+    # --- conversation transcripts (real Genesys Cloud APIs) --------------------------------
+
+    def get_transcript_source(self) -> TranscriptSource:
+        """Analytics jobs and transcript downloads on the running loop's client."""
+        return TranscriptSource(self.get_async_client())
+
+    def submit_conversation_job(self, start: datetime, end: datetime) -> str | None:
+        """Submit a details job for [start, end) cut at ``dataAvailabilityDate``; None if nothing is available yet."""
+
+        async def submit() -> str | None:
+            source = TranscriptSource(self.get_conn())
+            interval = await source.clamp(start, end)
+            return await source.submit_job(*interval) if interval else None
+
+        return self._run(submit())
+
+    def get_conversation_job(self, job_id: str) -> JobStatus:
+        return self._run(TranscriptSource(self.get_conn()).job_status(job_id))
 
     def get_status(self) -> GatewayStatus:
         return self._run(self.get_conn().status())

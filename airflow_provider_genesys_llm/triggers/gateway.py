@@ -19,6 +19,7 @@ from ..client import CompletionResult, GatewayError, GatewayStatus
 
 if TYPE_CHECKING:
     from ..client import GatewayClient
+    from ..hooks.genesys_llm import GenesysLLMHook
 
 #: Prompt of the optional probe completion (a billed call, kept as short as possible).
 DEFAULT_PROBE_PROMPT = "Reply with the single word OK."
@@ -191,14 +192,14 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
     def _check_timeout(self) -> float:
         return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
 
-    async def _open_client(self) -> GatewayClient:
+    async def _open_hook(self) -> GenesysLLMHook:
         from ..hooks.genesys_llm import GenesysLLMHook
 
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         # Reading the connection is a blocking call (secrets backend or API server): do it off
         # the event loop so one lookup does not stall every other trigger of this triggerer.
         await asyncio.to_thread(lambda: hook.config)
-        return hook.get_async_client()
+        return hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll with backoff and yield exactly one terminal event."""
@@ -206,7 +207,9 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
         client: GatewayClient | None = None
         try:
             try:
-                client = await self._open_client()
+                hook = await self._open_hook()
+                # Bound to this loop; the hook's async methods (``acomplete``) use the same one.
+                client = hook.get_async_client()
             except Exception as exc:
                 yield self._error_event(exc, "could not set up the gateway client")
                 return
@@ -221,7 +224,7 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
                     self.log.warning("Gateway status check failed (%s); not ready yet.", readiness.last_error)
                 else:
                     if readiness.observe(status):
-                        event = await self._finish(client, readiness)
+                        event = await self._finish(hook, readiness)
                         if event is not None:
                             yield event
                             return
@@ -243,14 +246,14 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
             if client is not None:
                 await client.aclose()
 
-    async def _finish(self, client: GatewayClient, readiness: GatewayReadiness) -> TriggerEvent | None:
+    async def _finish(self, hook: GenesysLLMHook, readiness: GatewayReadiness) -> TriggerEvent | None:
         """The success event, after the probe when one is asked for; None when a transient probe
         failure means the gateway is not ready after all."""
         latencies = None
         if self.probe:
             try:
-                request = client.request(messages=probe_messages(self.probe_prompt), max_tokens=self.probe_max_tokens)
-                result = await asyncio.wait_for(client.complete(request), self._check_timeout())
+                probe = hook.acomplete(probe_messages(self.probe_prompt), max_tokens=self.probe_max_tokens)
+                result = await asyncio.wait_for(probe, self._check_timeout())
             except Exception as exc:
                 if not readiness.observe_error(exc, probe=True):
                     return self._error_event(exc, "probe completion failed")
