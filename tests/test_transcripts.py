@@ -15,7 +15,8 @@ from airflow_provider_genesys_llm.sinks.transcripts import TranscriptStore
 from test_client import make_config
 
 DAY = datetime(2026, 11, 2, tzinfo=timezone.utc)
-CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+CARD = re.compile(r"\b\d{4}[ -]\d{4}[ -]\d{4}[ -]\d{1,4}\b")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_landing_is_idempotent_and_masks_pii(source, emulator, pg_connect)
     assert first.masked_values > 0
     with pg_connect() as conn:
         texts = [row[0] + row[1] for row in conn.execute("SELECT text, raw::text FROM genesys_transcripts")]
-    assert not any(CARD.search(text) for text in texts)
+    assert not any(CARD.search(text) or EMAIL.search(text) for text in texts)
     assert any("[REDACTED:" in text for text in texts)
 
     again = await land_transcripts(source, job_id, store, masker=PiiMasker(), concurrency=4)

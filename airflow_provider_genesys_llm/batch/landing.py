@@ -8,9 +8,9 @@ chunks, so an interval of any size runs in bounded memory.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..client.errors import GatewayError
 from ..client.transcripts import Conversation, TranscriptRecord, TranscriptSource
@@ -40,12 +40,21 @@ class LandingStats:
         }
 
 
+def _mask_strings(value: Any, masker: PiiMasker) -> Any:
+    if isinstance(value, str):
+        return masker.mask(value).text
+    if isinstance(value, list):
+        return [_mask_strings(item, masker) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_strings(item, masker) for key, item in value.items()}
+    return value
+
+
 def mask_record(record: TranscriptRecord, masker: PiiMasker) -> tuple[TranscriptRecord, int]:
     """Mask the flattened text and every string of the raw document (PII may sit in any field)."""
     text = masker.mask(record.text)
-    raw = masker.mask(json.dumps(record.raw))
     found = sum(text.counts.values())
-    return record.model_copy(update={"text": text.text, "raw": json.loads(raw.text)}), found
+    return record.model_copy(update={"text": text.text, "raw": _mask_strings(record.raw, masker)}), found
 
 
 async def land_transcripts(
@@ -89,17 +98,19 @@ async def land_transcripts(
             if len(pending) >= chunk_size:
                 await flush()
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
+    async def produce() -> None:
         async for conversation in source.conversations(job_id):
             stats.conversations += 1
             await queue.put(conversation)
-        for _ in workers:
+        for _ in range(concurrency):
             await queue.put(None)
-        await asyncio.gather(*workers)
+
+    tasks = [asyncio.create_task(produce()), *(asyncio.create_task(worker()) for _ in range(concurrency))]
+    try:
+        await asyncio.gather(*tasks)  # a failing worker or page fails the landing instead of stalling it
     finally:
-        for task in workers:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await flush()
     return stats
