@@ -157,13 +157,16 @@ def iter_jsonl(path: str | Path) -> Iterator[Any]:
                     yield UnreadableItem(f"{Path(path).name}:{number}", f"line {number} is not valid JSON")
 
 
-def iter_query(connect: Callable[[], Any], query: str, *, fetch_size: int = 2000) -> Iterator[dict[str, Any]]:
-    """Rows of ``query`` as dicts, through a server-side cursor so a huge source streams in bounded memory."""
+def iter_query(
+    connect: Callable[[], Any], query: str, parameters: Mapping[str, Any] | None = None, *, fetch_size: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """Rows of ``query`` (with bound ``parameters``) as dicts, through a server-side cursor so a huge
+    source streams in bounded memory."""
     from psycopg.rows import dict_row
 
     with connect() as conn, conn.cursor(name="genesys_llm_items", row_factory=dict_row) as cursor:
         cursor.itersize = fetch_size
-        cursor.execute(query)
+        cursor.execute(query, parameters)
         yield from cursor
 
 

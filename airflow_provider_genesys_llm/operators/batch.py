@@ -38,13 +38,13 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
-    ``sql`` (a query on ``source_conn_id``, read with a server-side cursor). Each item has an
+    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor). Each item has an
     ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
     Results are keyed by a hash of (item id, prompt, model, parameters): with
     ``skip_existing`` a retry or re-run sends only what is not stored yet.
     """
 
-    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "system", "prompt_id", "table")
+    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
     template_fields_renderers = {"sql": "sql", "items": "json"}
 
     def __init__(
@@ -56,6 +56,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         items: Any = None,
         jsonl_path: str | None = None,
         sql: str | None = None,
+        sql_parameters: dict[str, Any] | None = None,
         source_conn_id: str | None = None,
         genesys_llm_conn_id: str = GenesysLLMHook.default_conn_name,
         model: str | None = None,
@@ -97,6 +98,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         self.items = items
         self.jsonl_path = jsonl_path
         self.sql = sql
+        self.sql_parameters = sql_parameters
         self.source_conn_id = source_conn_id or postgres_conn_id
         self.genesys_llm_conn_id = genesys_llm_conn_id
         self.model = model
@@ -131,7 +133,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             return iter_jsonl(self.jsonl_path), None
         if self.sql is not None:
             conninfo = airflow_conninfo(BaseHook.get_connection(self.source_conn_id))
-            return iter_query(lambda: psycopg.connect(conninfo), self.sql), None
+            return iter_query(lambda: psycopg.connect(conninfo), self.sql, self.sql_parameters), None
         items = check_items_source(self.items)
         return items, len(items) if isinstance(items, Sequence) else None
 

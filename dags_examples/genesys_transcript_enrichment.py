@@ -1,0 +1,74 @@
+"""Nightly enrichment: yesterday's Genesys Cloud transcripts → sentiment/intent/summary → pgvector.
+
+job → sensor → land transcripts → gateway ready → batch completion (JSON) → pgvector, with
+task-level audit records on every task and an Airflow pool capping gateway streams. Runs
+unchanged against the emulator (``make demo``) and a real tenant: only connections differ.
+"""
+
+from __future__ import annotations
+
+import pendulum
+
+from airflow.exceptions import AirflowSkipException
+from airflow.sdk import DAG, task
+
+from _genesys_common import (
+    DEFAULT_ARGS,
+    GATEWAY_POOL,
+    INSIGHTS_TABLE,
+    POSTGRES_CONN_ID,
+    SYSTEM_PROMPT,
+    TRANSCRIPTS_SQL,
+    TRANSCRIPTS_TABLE,
+)
+from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
+from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+from airflow_provider_genesys_llm.operators.transcripts import GenesysTranscriptsToPostgresOperator
+from airflow_provider_genesys_llm.sensors.conversation_job import GenesysConversationJobSensor
+from airflow_provider_genesys_llm.sensors.gateway import GenesysLLMGatewaySensor
+
+with DAG(
+    dag_id="genesys_transcript_enrichment",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["genesys", "llm", "enrichment"],
+) as dag:
+
+    @task
+    def submit_conversation_job(data_interval_start=None, data_interval_end=None) -> str:
+        """Ask Genesys Cloud for the interval's conversations (cut at dataAvailabilityDate)."""
+        hook = GenesysLLMHook()
+        try:
+            job_id = hook.submit_conversation_job(data_interval_start, data_interval_end)
+        finally:
+            hook.close()
+        if job_id is None:
+            raise AirflowSkipException("no analytics data is available for this interval yet")
+        return job_id
+
+    job_id = submit_conversation_job()
+    wait_for_job = GenesysConversationJobSensor(
+        task_id="wait_for_conversation_job", job_id=job_id, deferrable=True, poke_interval=5, timeout=3600
+    )
+    land = GenesysTranscriptsToPostgresOperator(
+        task_id="land_transcripts", job_id=job_id, postgres_conn_id=POSTGRES_CONN_ID, table=TRANSCRIPTS_TABLE
+    )
+    gateway_ready = GenesysLLMGatewaySensor(task_id="gateway_ready", poke_interval=10, timeout=900)
+    enrich = GenesysLLMBatchCompletionOperator(
+        task_id="enrich_transcripts",
+        sql=TRANSCRIPTS_SQL,
+        sql_parameters={"start": "{{ data_interval_start }}", "end": "{{ data_interval_end }}"},
+        postgres_conn_id=POSTGRES_CONN_ID,
+        table=INSIGHTS_TABLE,
+        system=SYSTEM_PROMPT,
+        response_format="json",
+        temperature=0.2,
+        max_tokens=256,
+        embed="json:summary",
+        max_failed_ratio=0.02,
+        pool=GATEWAY_POOL,
+    )
+    job_id >> wait_for_job >> land >> gateway_ready >> enrich
