@@ -285,11 +285,20 @@ class GatewayClient:
     # --- REST endpoints -------------------------------------------------------------------
 
     async def call_api(
-        self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        attempts: int | None = None,
     ) -> bytes:
-        """One platform API call with the shared auth, limits and retry policy; returns the body."""
+        """One platform API call with the shared auth, limits and retry policy; returns the body.
+
+        ``attempts`` overrides the connection's ``max_attempts`` for this call (``1``: no retry).
+        """
         url = self.config.api_url + path
-        async for attempt in retrying(self.config):
+        async for attempt in retrying(self.config, attempts):
             with attempt:
                 async with self._slots:
                     self.stats.rate_limit_wait_s += await self._rate.acquire()
@@ -358,8 +367,9 @@ class GatewayClient:
             return False
         return True
 
-    async def status(self) -> GatewayStatus:
-        raw = await self.call_api("GET", self.config.paths.status)
+    async def status(self, *, attempts: int | None = None) -> GatewayStatus:
+        """The gateway status (protocol section 7); ``attempts`` as for ``call_api``."""
+        raw = await self.call_api("GET", self.config.paths.status, attempts=attempts)
         return _parse(GatewayStatus, raw, "status answer")
 
 

@@ -54,12 +54,18 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def retrying(config: GatewayConfig) -> AsyncRetrying:
-    """A fresh tenacity controller for one logical call (a completion, an embeddings batch...)."""
+def retrying(config: GatewayConfig, attempts: int | None = None) -> AsyncRetrying:
+    """A fresh tenacity controller for one logical call (a completion, an embeddings batch...).
+
+    ``attempts`` overrides ``config.max_attempts`` for this call: ``1`` is for callers that retry
+    on their own schedule anyway (a sensor's next poke is its retry).
+    """
+    if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+        raise ValueError(f"attempts must be a positive integer or None, got {attempts!r}")
     return AsyncRetrying(
         retry=retry_if_exception(is_retryable),
         wait=WaitRetryAfterOrBackoff(config.backoff_initial_seconds, config.backoff_max_seconds),
-        stop=stop_after_attempt(config.max_attempts) | stop_before_delay(config.retry_deadline_seconds),
+        stop=stop_after_attempt(attempts or config.max_attempts) | stop_before_delay(config.retry_deadline_seconds),
         before_sleep=_log_retry,
         reraise=True,
     )

@@ -7,26 +7,36 @@ import weakref
 from datetime import datetime
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ..client import CompletionResult, GatewayClient, GatewayConfig, GatewayStatus, StreamEvent
-from ..client.transcripts import JobStatus, TranscriptSource
+from ..client import CompletionResult, GatewayClient, GatewayConfig, GatewayProtocolError, GatewayStatus, StreamEvent
+from ..client.transcripts import JOBS_PATH, JobStatus, TranscriptSource
 from ._loop import BackgroundLoop
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 #: Connection extras the hook passes to ``GatewayConfig`` (documented in the README).
 CONNECTION_EXTRAS = frozenset(GatewayConfig.model_fields) - {"client_id", "client_secret"}
+#: Conversations per results page when only counting them: the largest page the results route
+#: serves, so a count costs as few requests as possible while one page stays small in memory.
+COUNT_PAGE_SIZE = 1000
 
 
 class GenesysLLMHook(BaseHook):
     """Interact with the Genesys Cloud LLM Gateway.
 
     Synchronous methods run on one private event loop per hook, so consecutive calls reuse the
-    WebSocket sessions and HTTP connections; async methods use a client bound to the caller's loop.
+    WebSocket sessions and HTTP connections; async methods use a client bound to the caller's loop
+    and read the connection without blocking it (``aget_config``).
+
+    ``retry=False`` on the status methods makes one attempt instead of the connection's retry
+    policy: for sensors and triggers, whose next check is their retry.
     """
 
     conn_name_attr = "genesys_llm_conn_id"
@@ -51,7 +61,17 @@ class GenesysLLMHook(BaseHook):
 
     @cached_property
     def config(self) -> GatewayConfig:
-        conn = self.get_connection(self.genesys_llm_conn_id)
+        return self._config_from(self.get_connection(self.genesys_llm_conn_id))
+
+    async def aget_config(self) -> GatewayConfig:
+        """``config``, reading the connection without blocking the event loop (secrets backend or
+        API server); cached on the hook like ``config``."""
+        if "config" not in self.__dict__:
+            conn = await self.aget_connection(self.genesys_llm_conn_id)
+            self.__dict__["config"] = self._config_from(conn)
+        return self.config
+
+    def _config_from(self, conn: Connection) -> GatewayConfig:
         if not conn.login or not conn.password:
             raise ValueError(
                 f"connection {self.genesys_llm_conn_id!r} needs the OAuth client id as login "
@@ -90,12 +110,27 @@ class GenesysLLMHook(BaseHook):
         return self._loop.run(coroutine)
 
     def get_async_client(self) -> GatewayClient:
-        """A client bound to the running event loop, kept for the loop's lifetime."""
+        """A client bound to the running event loop, kept for the loop's lifetime.
+
+        Reads the connection synchronously the first time; in a coroutine prefer ``aget_async_client``.
+        """
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
             client = self._async_clients[loop] = self._new_client()
         return client
+
+    async def aget_async_client(self) -> GatewayClient:
+        """``get_async_client`` without blocking the event loop to read the connection."""
+        await self.aget_config()
+        return self.get_async_client()
+
+    async def aclose(self) -> None:
+        """Close the client bound to the running loop (a no-op when there is none); the next async
+        call opens a new one."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     # --- completions ----------------------------------------------------------------------
 
@@ -110,14 +145,14 @@ class GenesysLLMHook(BaseHook):
         return self._run(client.complete(request))
 
     async def acomplete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
-        client = self.get_async_client()
+        client = await self.aget_async_client()
         return await client.complete(client.request(messages=messages, **options))
 
     async def astream(
         self, messages: Sequence[Any] | None = None, *, chunk_tokens: int = 1, **options: Any
     ) -> AsyncIterator[StreamEvent]:
         """Stream events (tokens, or chunks of ``chunk_tokens`` tokens, and restarts)."""
-        client = self.get_async_client()
+        client = await self.aget_async_client()
         stream = client.stream(client.request(messages=messages, **options))
         async for event in stream.chunks(chunk_tokens):
             yield event
@@ -128,7 +163,7 @@ class GenesysLLMHook(BaseHook):
         return self._run(self.get_conn().embed(texts, model=model))
 
     async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
-        return await self.get_async_client().embed(texts, model=model)
+        return await (await self.aget_async_client()).embed(texts, model=model)
 
     # --- conversation transcripts (real Genesys Cloud APIs) --------------------------------
 
@@ -146,11 +181,27 @@ class GenesysLLMHook(BaseHook):
 
         return self._run(submit())
 
-    def get_conversation_job(self, job_id: str) -> JobStatus:
-        return self._run(TranscriptSource(self.get_conn()).job_status(job_id))
+    def get_conversation_job(self, job_id: str, *, retry: bool = True) -> JobStatus:
+        """The job's state (and ``errorMessage``); ``retry=False``: one attempt."""
+        return self._run(_job_status(self.get_conn(), job_id, retry))
 
-    def get_status(self) -> GatewayStatus:
-        return self._run(self.get_conn().status())
+    async def aget_conversation_job(self, job_id: str, *, retry: bool = True) -> JobStatus:
+        return await _job_status(await self.aget_async_client(), job_id, retry)
+
+    def count_conversations(self, job_id: str) -> int:
+        """How many conversations a fulfilled job found, paging its results without keeping them."""
+        return self._run(_count(self.get_conn(), job_id))
+
+    async def acount_conversations(self, job_id: str) -> int:
+        return await _count(await self.aget_async_client(), job_id)
+
+    def get_status(self, *, retry: bool = True) -> GatewayStatus:
+        """The gateway status; ``retry=False``: one attempt instead of the connection's retry policy."""
+        return self._run(self.get_conn().status(attempts=None if retry else 1))
+
+    async def aget_status(self, *, retry: bool = True) -> GatewayStatus:
+        client = await self.aget_async_client()
+        return await client.status(attempts=None if retry else 1)
 
     def test_connection(self) -> tuple[bool, str]:
         """Fetch a token and the gateway status; no billed call."""
@@ -167,3 +218,23 @@ class GenesysLLMHook(BaseHook):
             self._loop.close()
         self._sync_client = None
         self._loop = None
+
+
+async def _job_status(client: GatewayClient, job_id: str, retry: bool) -> JobStatus:
+    if retry:
+        return await TranscriptSource(client).job_status(job_id)
+    # One attempt: the same call as ``TranscriptSource.job_status``, which takes no retry setting.
+    raw = await client.call_api("GET", f"{JOBS_PATH}/{job_id}", attempts=1)
+    try:
+        return JobStatus.model_validate_json(raw)
+    except ValidationError as exc:
+        raise GatewayProtocolError(
+            f"job status ({len(raw)} bytes) does not match the contract: {exc.error_count()} problems"
+        ) from None
+
+
+async def _count(client: GatewayClient, job_id: str) -> int:
+    count = 0
+    async for _ in TranscriptSource(client, page_size=COUNT_PAGE_SIZE).conversations(job_id):
+        count += 1
+    return count

@@ -37,7 +37,8 @@ class GenesysLLMGatewaySensor(BaseSensorOperator):
     Ready means: status ``available`` (or ``degraded`` with ``accept_degraded=True``) and at least
     ``min_remaining_requests`` requests left in the caller's window (``rate_limit.remaining``; a
     status without it satisfies that condition). Rate-limited, unavailable, timed-out or dropped
-    checks count as "not ready yet"; credential, permission and configuration errors fail at once.
+    checks count as "not ready yet", and each check is one attempt (the next check is the retry);
+    credential, permission and configuration errors fail at once.
 
     Returns (XCom) ``{"status", "remaining", "checks", "waited_seconds"}``, plus
     ``"probe": {"connect_ms", "ttft_ms", "total_ms"}`` when probed. ``checks`` counts the checks of
@@ -120,7 +121,7 @@ class GenesysLLMGatewaySensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         readiness = self._state()
         try:
-            status = self.hook.get_status()
+            status = self.hook.get_status(retry=False)  # the next poke is the retry
         except Exception as exc:
             if not readiness.observe_error(exc):
                 raise

@@ -18,7 +18,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from ..client import CompletionResult, GatewayError, GatewayStatus
 
 if TYPE_CHECKING:
-    from ..client import GatewayClient
     from ..hooks.genesys_llm import GenesysLLMHook
 
 #: Prompt of the optional probe completion (a billed call, kept as short as possible).
@@ -129,7 +128,8 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
     ``{"status": "timeout", "message": ..., "summary": {...}}`` or
     ``{"status": "error", "message": ..., "error_type": ...}``.
 
-    Polls start ``poll_interval`` apart and double up to ``max_poll_interval``.
+    Polls start ``poll_interval`` apart and double up to ``max_poll_interval``. Each status check
+    is one attempt (no client retries): the next poll is the retry.
 
     :param deadline: wall-clock deadline (``time.time()`` epoch seconds). Wall clock on purpose:
         the trigger is serialized and may resume in another triggerer process, where a
@@ -192,31 +192,25 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
     def _check_timeout(self) -> float:
         return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
 
-    async def _open_hook(self) -> GenesysLLMHook:
-        from ..hooks.genesys_llm import GenesysLLMHook
-
-        hook = GenesysLLMHook(self.genesys_llm_conn_id)
-        # Reading the connection is a blocking call (secrets backend or API server): do it off
-        # the event loop so one lookup does not stall every other trigger of this triggerer.
-        await asyncio.to_thread(lambda: hook.config)
-        return hook
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll with backoff and yield exactly one terminal event."""
+        from ..hooks.genesys_llm import GenesysLLMHook
+
         readiness = GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
-        client: GatewayClient | None = None
+        hook = GenesysLLMHook(self.genesys_llm_conn_id)
         try:
             try:
-                hook = await self._open_hook()
-                # Bound to this loop; the hook's async methods (``acomplete``) use the same one.
-                client = hook.get_async_client()
+                # Reads the connection without blocking the event loop (a secrets backend lookup
+                # would otherwise stall every trigger of this triggerer). The client is bound to
+                # this loop; the hook's async methods (``aget_status``, ``acomplete``) share it.
+                await hook.aget_async_client()
             except Exception as exc:
                 yield self._error_event(exc, "could not set up the gateway client")
                 return
             interval = self.poll_interval
             while True:
                 try:
-                    status = await asyncio.wait_for(client.status(), self._check_timeout())
+                    status = await asyncio.wait_for(hook.aget_status(retry=False), self._check_timeout())
                 except Exception as exc:
                     if not readiness.observe_error(exc):
                         yield self._error_event(exc, "gateway status check failed")
@@ -243,8 +237,7 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
                 await asyncio.sleep(min(interval, left))
                 interval = min(interval * 2, self.max_poll_interval)
         finally:
-            if client is not None:
-                await client.aclose()
+            await hook.aclose()
 
     async def _finish(self, hook: GenesysLLMHook, readiness: GatewayReadiness) -> TriggerEvent | None:
         """The success event, after the probe when one is asked for; None when a transient probe

@@ -1,0 +1,232 @@
+"""``GenesysConversationJobTrigger``: wait in the triggerer for an analytics conversation-details job.
+
+The decision (which states end the wait, which errors mean "not yet" and which mean "stop", what
+the failure and timeout messages say) lives in ``ConversationJobWatch``, a small object with no
+I/O that the sensor's poke path uses too, so the blocking and the deferrable paths cannot drift.
+The trigger only polls and counts: it never submits a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ..client.transcripts import TERMINAL_STATES, JobStatus
+from .gateway import MIN_CHECK_SECONDS, describe_error, is_transient
+
+if TYPE_CHECKING:
+    from ..hooks.genesys_llm import GenesysLLMHook
+
+#: What one status answer means for the wait.
+JobVerdict = Literal["waiting", "fulfilled", "failed"]
+#: A job id goes into the URL path: letters, digits, ``.``, ``_`` and ``-`` only (Genesys uses UUIDs).
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_job_id(job_id: object) -> str:
+    """``job_id`` when it is a usable job id; a ValueError naming it otherwise."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise ValueError(
+            f"job_id must be the jobId of a conversation-details job (letters, digits, '.', '_', '-'), got {job_id!r}"
+        )
+    return job_id
+
+
+@dataclass
+class ConversationJobWatch:
+    """Judges job status answers and errors; remembers what it saw for the summary and the messages.
+
+    ``checks`` counts status checks, answered or failed.
+    """
+
+    job_id: str
+    checks: int = 0
+    state: str | None = None
+    error_message: str | None = None
+    last_error: str | None = None
+
+    def __post_init__(self) -> None:
+        check_job_id(self.job_id)
+
+    def observe(self, status: JobStatus) -> JobVerdict:
+        """Record one status answer and say what it means."""
+        self.checks += 1
+        self.last_error = None
+        self.state = status.state
+        self.error_message = status.errorMessage
+        if status.state == "FULFILLED":
+            return "fulfilled"
+        return "failed" if status.state in TERMINAL_STATES else "waiting"
+
+    def observe_error(self, exc: BaseException, *, counting: bool = False) -> bool:
+        """Record a failed status check (or count of the results); True when it is transient
+        (keep waiting), False when a later check cannot fix it (credentials, permission, unknown job)."""
+        if not counting:
+            self.checks += 1
+        self.last_error = ("counting the results failed: " if counting else "") + describe_error(exc)
+        return is_transient(exc)
+
+    def failure_message(self) -> str:
+        """Why a job that ended without results failed the task, and what to do about it."""
+        reason = self.error_message or "no errorMessage given"
+        return (
+            f"Conversation-details job {self.job_id!r} ended in state {self.state}: {reason}. "
+            "Its results will never be available; submit a new job for the interval."
+        )
+
+    def describe(self) -> str:
+        """The last thing seen, for logs and the timeout message."""
+        text = "no status answer yet" if self.state is None else f"last state {self.state}"
+        text += f" after {self.checks} check(s)"
+        if self.last_error:
+            text += f"; the last attempt failed with {self.last_error}"
+        return text
+
+    def summary(self, waited_seconds: float, conversations: int) -> dict[str, Any]:
+        """The sensor's XCom value: small and JSON-ready."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "waited_seconds": round(max(0.0, waited_seconds), 3),
+            "conversations": conversations,
+        }
+
+
+class GenesysConversationJobTrigger(BaseTrigger):
+    """Poll a conversation-details job until it is FULFILLED (then count its conversations), it
+    ends otherwise, the deadline passes, or a permanent error occurs.
+
+    Yields exactly one event: ``{"status": "success", "summary": {...}}``,
+    ``{"status": "failed", "message": ..., "state": ..., "error_message": ...}`` (the job ended
+    FAILED, CANCELLED or EXPIRED), ``{"status": "timeout", "message": ..., "state": ...}`` or
+    ``{"status": "error", "message": ..., "error_type": ...}``.
+
+    Polls start ``poll_interval`` apart and double up to ``max_poll_interval``. Each status check
+    is one attempt (no client retries): the next poll is the retry.
+
+    :param deadline: wall-clock deadline (``time.time()`` epoch seconds). Wall clock on purpose:
+        the trigger is serialized and may resume in another triggerer process, where a
+        ``time.monotonic()`` value from this one would mean nothing.
+    :param started_at: wall-clock time the sensor started waiting, for ``waited_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        genesys_llm_conn_id: str,
+        job_id: str,
+        deadline: float,
+        poll_interval: float = 60.0,
+        max_poll_interval: float = 60.0,
+        started_at: float | None = None,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be more than 0 seconds, got {poll_interval}")
+        if max_poll_interval < poll_interval:
+            raise ValueError(f"max_poll_interval ({max_poll_interval}) is below poll_interval ({poll_interval})")
+        self.genesys_llm_conn_id = genesys_llm_conn_id
+        self.job_id = check_job_id(job_id)
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.started_at = float(started_at) if started_at is not None else time.time()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The connection id, the job id and plain settings; never a credential or token."""
+        return (
+            "airflow_provider_genesys_llm.triggers.conversation_job.GenesysConversationJobTrigger",
+            {
+                "genesys_llm_conn_id": self.genesys_llm_conn_id,
+                "job_id": self.job_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "started_at": self.started_at,
+            },
+        )
+
+    def _check_timeout(self) -> float:
+        return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll with backoff and yield exactly one terminal event."""
+        from ..hooks.genesys_llm import GenesysLLMHook
+
+        watch = ConversationJobWatch(self.job_id)
+        hook = GenesysLLMHook(self.genesys_llm_conn_id)
+        try:
+            try:
+                # Reads the connection off the event loop; the client is bound to this loop.
+                await hook.aget_async_client()
+            except Exception as exc:
+                yield self._error_event(exc, "could not set up the gateway client")
+                return
+            interval = self.poll_interval
+            while True:
+                event = await self._check(hook, watch)
+                if event is not None:
+                    yield event
+                    return
+                left = self.deadline - time.time()
+                if left <= 0:
+                    message = (
+                        f"Conversation-details job {self.job_id!r} was not FULFILLED within "
+                        f"{self.deadline - self.started_at:.1f}s: {watch.describe()}."
+                    )
+                    yield TriggerEvent({"status": "timeout", "message": message, "state": watch.state})
+                    return
+                await asyncio.sleep(min(interval, left))
+                interval = min(interval * 2, self.max_poll_interval)
+        finally:
+            await hook.aclose()
+
+    async def _check(self, hook: GenesysLLMHook, watch: ConversationJobWatch) -> TriggerEvent | None:
+        """One status check (and the count once fulfilled); the terminal event, or None to wait on."""
+        try:
+            status = await asyncio.wait_for(
+                hook.aget_conversation_job(self.job_id, retry=False), self._check_timeout()
+            )
+        except Exception as exc:
+            if not watch.observe_error(exc):
+                return self._error_event(exc, f"status check of job {self.job_id!r} failed")
+            self.log.warning("Job status check failed (%s); not done yet.", watch.last_error)
+            return None
+        verdict = watch.observe(status)
+        if verdict == "failed":
+            return TriggerEvent(
+                {
+                    "status": "failed",
+                    "message": watch.failure_message(),
+                    "state": watch.state,
+                    "error_message": watch.error_message,
+                }
+            )
+        if verdict == "waiting":
+            self.log.info("Conversation-details job %s not done: %s.", self.job_id, watch.describe())
+            return None
+        try:
+            count = await asyncio.wait_for(hook.acount_conversations(self.job_id), self._check_timeout())
+        except Exception as exc:
+            if not watch.observe_error(exc, counting=True):
+                return self._error_event(exc, f"counting the results of job {self.job_id!r} failed")
+            self.log.warning("Counting the results failed (%s); trying again.", watch.last_error)
+            return None
+        summary = watch.summary(time.time() - self.started_at, count)
+        self.log.info("Conversation-details job fulfilled: %s", summary)
+        return TriggerEvent({"status": "success", "summary": summary})
+
+    def _error_event(self, exc: BaseException, what: str) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": "error",
+                "message": f"{what} on connection {self.genesys_llm_conn_id!r}: {describe_error(exc)}",
+                "error_type": type(exc).__name__,
+            }
+        )
