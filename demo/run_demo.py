@@ -1,15 +1,17 @@
-"""``make demo``: the demo DAG end to end on the embedded defaults, with no credentials.
+"""``make demo``: the nightly enrichment DAG end to end on the embedded defaults, no credentials.
 
-Starts the gateway emulator (its own process) and an embedded Postgres with pgvector
-(pgserver, data kept in ``.demo/pgdata`` so a second run finds the first run's rows), points
-two Airflow connections at them, runs ``airflow dags test genesys_llm_demo``, and prints what a
-user wants to see. Running it twice is safe: the second run sends no completion requests.
+Starts the gateway emulator (its own process; it also plays Genesys Cloud's analytics and
+transcript APIs) and an embedded Postgres with pgvector (pgserver, data kept in ``.demo/pgdata``
+so a second run finds the first run's rows), points two Airflow connections at them, runs
+``airflow dags test genesys_transcript_enrichment`` for one day, and prints what a user wants to
+see. Running it twice is safe: the second run sends no completion requests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta, timezone
 import socket
 import subprocess
 import sys
@@ -21,9 +23,11 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".demo"
-DAG_ID = "genesys_llm_demo"
-LOGICAL_DATE = "2026-11-21"
+DAG_ID = "genesys_transcript_enrichment"
+#: Two days back: a whole day that Genesys (and the emulator) report as available.
+LOGICAL_DATE = (datetime.now(timezone.utc).date() - timedelta(days=2)).isoformat()
 TABLE = "transcript_insights"
+TRANSCRIPTS = "genesys_transcripts"
 QUERY = "customer wants a refund for a double charge"
 
 
@@ -84,23 +88,32 @@ def counters(gateway: str) -> dict[str, int]:
 
 
 def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str, int]) -> None:
+    from airflow_provider_genesys_llm.governance.audit import verify_chain
     from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
+    day_start = datetime.fromisoformat(LOGICAL_DATE).replace(tzinfo=timezone.utc)
+    interval = (day_start, day_start + timedelta(days=1))
     with psycopg.connect(conninfo) as conn:
+        transcripts = conn.execute(
+            f"SELECT count(*) FROM {TRANSCRIPTS} WHERE conversation_start >= %s AND conversation_start < %s", interval
+        ).fetchone()[0]
         rows, tokens, p50, p95, ttft = conn.execute(
             f"SELECT count(*), coalesce(sum((usage->>'total_tokens')::int), 0),"
             f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
             f" percentile_cont(0.95) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
             f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'ttft_ms')::float)"
-            f" FROM {TABLE} WHERE source_id LIKE %s",
-            (f"{LOGICAL_DATE}-%",),
+            f" FROM {TABLE} WHERE source_id IN (SELECT conversation_id || ':' || communication_id || ':' || transcript_id"
+            f" FROM {TRANSCRIPTS} WHERE conversation_start >= %s AND conversation_start < %s)",
+            interval,
         ).fetchone()
         failures = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE NOT resolved").fetchone()[0]
     sent = after["ws_requests"] + after["sse"] - before["ws_requests"] - before["sse"]
+    chain = verify_chain(lambda: psycopg.connect(conninfo))
     print(f"\n== {DAG_ID} for {LOGICAL_DATE} ==")
-    print(f"transcripts stored in pgvector table {TABLE}: {rows}   failures: {failures}")
-    print(f"completion requests sent this run: {sent}" + ("" if sent else "   (every transcript was already stored: nothing re-sent)"))
+    print(f"transcripts landed (PII masked): {transcripts}   enriched rows in pgvector table {TABLE}: {rows}   failures: {failures}")
+    print(f"completion requests sent this run: {sent}" + ("" if sent else "   (every transcript was already enriched: nothing re-sent)"))
     print(f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms, time to first token p50 {ttft or 0:.1f} ms")
+    print(f"audit chain: {'OK' if chain.ok else 'BROKEN'} ({chain.rows_checked} records)" + (f": {chain.problem}" if chain.problem else ""))
     query_vector = httpx.post(
         f"http://{gateway}/api/v2/ai/llm/gateway/embeddings",
         json={"model": "genesys-embed-v1", "input": [QUERY]},
@@ -109,7 +122,7 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
     store = PgVectorStore(lambda: psycopg.connect(conninfo), table=TABLE, dimension=len(query_vector))
     print(f'top matches for "{QUERY}":')
     for match in store.similarity_search(query_vector, k=3):
-        print(f"  {match.distance:.3f}  {match.source_id}  {match.content[:90]}")
+        print(f"  {match.distance:.3f}  {match.source_id[:36]}  {match.content[:80]}")
     store.close()
 
 
@@ -128,6 +141,7 @@ def main() -> None:
         conninfo = f"host={info.socket_dir} port={info.port} user=postgres dbname=postgres"
         print("preparing the Airflow metadata database ...", flush=True)
         airflow(env, "db", "migrate")
+        airflow(env, "pools", "set", "genesys_llm_gateway", "4", "Genesys LLM gateway streams")
         before = counters(gateway)
         print(f"running: airflow dags test {DAG_ID} {LOGICAL_DATE}", flush=True)
         airflow(env, "dags", "test", DAG_ID, LOGICAL_DATE)

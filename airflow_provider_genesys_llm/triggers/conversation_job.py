@@ -74,7 +74,7 @@ class ConversationJobWatch:
 
     def failure_message(self) -> str:
         """Why a job that ended without results failed the task, and what to do about it."""
-        reason = self.error_message or "no errorMessage given"
+        reason = (self.error_message or "no errorMessage given").rstrip(". ")
         return (
             f"Conversation-details job {self.job_id!r} ended in state {self.state}: {reason}. "
             "Its results will never be available; submit a new job for the interval."
