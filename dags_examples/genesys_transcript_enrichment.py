@@ -38,18 +38,31 @@ with DAG(
 ) as dag:
 
     @task
-    def submit_conversation_job(data_interval_start=None, data_interval_end=None) -> str:
+    def day_interval(data_interval_start=None, data_interval_end=None, logical_date=None) -> dict[str, str]:
+        """The scheduled run's data interval; a manual run (UI, ``airflow dags test``) has an empty
+        one, so it takes the whole UTC day of its logical date instead."""
+        start, end = data_interval_start, data_interval_end
+        if end <= start:
+            start = logical_date.in_timezone("UTC").start_of("day")
+            end = start.add(days=1)
+        return {"start": start.isoformat(), "end": end.isoformat()}
+
+    @task
+    def submit_conversation_job(interval: dict[str, str]) -> str:
         """Ask Genesys Cloud for the interval's conversations (cut at dataAvailabilityDate)."""
         hook = GenesysLLMHook()
         try:
-            job_id = hook.submit_conversation_job(data_interval_start, data_interval_end)
+            job_id = hook.submit_conversation_job(
+                pendulum.parse(interval["start"]), pendulum.parse(interval["end"])
+            )
         finally:
             hook.close()
         if job_id is None:
             raise AirflowSkipException("no analytics data is available for this interval yet")
         return job_id
 
-    job_id = submit_conversation_job()
+    interval = day_interval()
+    job_id = submit_conversation_job(interval)
     wait_for_job = GenesysConversationJobSensor(
         task_id="wait_for_conversation_job", job_id=job_id, deferrable=True, poke_interval=5, timeout=3600
     )
@@ -60,7 +73,7 @@ with DAG(
     enrich = GenesysLLMBatchCompletionOperator(
         task_id="enrich_transcripts",
         sql=TRANSCRIPTS_SQL,
-        sql_parameters={"start": "{{ data_interval_start }}", "end": "{{ data_interval_end }}"},
+        sql_parameters=interval,
         postgres_conn_id=POSTGRES_CONN_ID,
         table=INSIGHTS_TABLE,
         system=SYSTEM_PROMPT,
@@ -71,4 +84,4 @@ with DAG(
         max_failed_ratio=0.02,
         pool=GATEWAY_POOL,
     )
-    job_id >> wait_for_job >> land >> gateway_ready >> enrich
+    wait_for_job >> land >> gateway_ready >> enrich

@@ -40,3 +40,26 @@ def test_demo_dag_twice_second_run_sends_no_completions(airflow_home, emulator, 
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     assert emulator.counters()["ws_requests"] == sent
     assert scalar(pg_server, "SELECT count(*) FROM transcript_insights WHERE source_id LIKE '2026-11-19-%'") == 30
+
+
+def test_enrichment_dag_for_one_day_then_again_sends_no_completions(airflow_home, emulator, pg_server):
+    env = airflow_env(airflow_home, ROOT / "dags_examples", emulator, pg_server)
+    day = "2026-11-05"
+    first = dags_test(env, "genesys_transcript_enrichment", day)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
+    landed = scalar(
+        pg_server,
+        "SELECT count(*) FROM genesys_transcripts WHERE conversation_start >= '2026-11-05' AND conversation_start < '2026-11-06'",
+    )
+    enriched = scalar(
+        pg_server,
+        "SELECT count(*) FROM transcript_insights WHERE source_id IN (SELECT conversation_id || ':' || communication_id"
+        " || ':' || transcript_id FROM genesys_transcripts WHERE conversation_start >= '2026-11-05'"
+        " AND conversation_start < '2026-11-06')",
+    )
+    assert landed > 20 and enriched == landed
+    sent = emulator.counters()["ws_requests"]
+    assert sent == landed
+    second = dags_test(env, "genesys_transcript_enrichment", day)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
+    assert emulator.counters()["ws_requests"] == sent
