@@ -35,7 +35,7 @@ def gateway_config(emulator) -> GatewayConfig:
     )
 
 
-async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=100, index="none"):
+async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=100, index="none", governance=None):
     TOKEN_CACHE.clear()
     store = PgVectorStore(connect, table="results", schema=connect.schema, dimension=384, index=index)
     store.ensure_schema()
@@ -44,6 +44,7 @@ async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=
             client, store, client.embed,
             settings=BatchSettings(concurrency=16, chunk_size=chunk_size, window=200, embed=embed),
             context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),
+            governance=governance,
         )
         stats = await runner.run(items)
     return store, stats
@@ -155,3 +156,17 @@ async def test_bad_item_sources_are_refused_before_any_request(emulator, pg_conn
     with pytest.raises(TypeError):
         await run_batch(emulator, pg_connect, bad)
     assert emulator.counters()["total"] == 0
+
+
+async def test_fail_masking_policy_fails_the_item_and_records_why_without_the_value(emulator, pg_connect):
+    from airflow_provider_genesys_llm.governance.policy import Governance
+
+    emulator.add_fault(endpoint="ws", kind="pii_output", text="card 4111 1111 1111 1111", split=5, count=2)
+    _, stats = await run_batch(emulator, pg_connect, make_items(10), governance=Governance(output_policy="fail"))
+    assert (stats.succeeded, stats.failed) == (8, 2)
+    with pg_connect() as conn:
+        failures = conn.execute("SELECT error_class, message FROM results_failures").fetchall()
+        stored = " ".join(row[0] for row in conn.execute("SELECT content FROM results"))
+    assert [f[0] for f in failures] == ["PiiDetectedError"] * 2
+    assert all("CARD=1" in f[1] and "4111" not in f[1] for f in failures)
+    assert "4111" not in stored
