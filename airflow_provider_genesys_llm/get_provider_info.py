@@ -24,6 +24,35 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Genesys Cloud LLM Gateway",
+                "python-modules": [
+                    "airflow_provider_genesys_llm.operators.completion",
+                    "airflow_provider_genesys_llm.operators.batch",
+                    "airflow_provider_genesys_llm.operators.transcripts",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Genesys Cloud LLM Gateway",
+                "python-modules": [
+                    "airflow_provider_genesys_llm.sensors.gateway",
+                    "airflow_provider_genesys_llm.sensors.conversation_job",
+                ],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Genesys Cloud LLM Gateway",
+                "python-modules": [
+                    "airflow_provider_genesys_llm.triggers.gateway",
+                    "airflow_provider_genesys_llm.triggers.conversation_job",
+                ],
+            }
+        ],
+        "notifications": ["airflow_provider_genesys_llm.callbacks.audit.GenesysAuditNotifier"],
         "hooks": [
             {
                 "integration-name": "Genesys Cloud LLM Gateway",

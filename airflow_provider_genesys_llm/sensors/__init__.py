@@ -1,5 +1,6 @@
 """Sensors of the Genesys Cloud LLM Gateway provider."""
 
+from .conversation_job import GenesysConversationJobSensor
 from .gateway import GenesysLLMGatewaySensor
 
-__all__ = ["GenesysLLMGatewaySensor"]
+__all__ = ["GenesysConversationJobSensor", "GenesysLLMGatewaySensor"]

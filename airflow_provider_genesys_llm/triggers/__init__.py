@@ -1,5 +1,6 @@
-"""Triggers of the Genesys Cloud LLM Gateway provider."""
+"""Triggers of the Genesys Cloud LLM Gateway provider (they carry connection ids, never credentials)."""
 
+from .conversation_job import ConversationJobWatch, GenesysConversationJobTrigger
 from .gateway import GatewayReadiness, GenesysLLMGatewayTrigger
 
-__all__ = ["GatewayReadiness", "GenesysLLMGatewayTrigger"]
+__all__ = ["ConversationJobWatch", "GatewayReadiness", "GenesysConversationJobTrigger", "GenesysLLMGatewayTrigger"]
