@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from ..client.transcripts import TERMINAL_STATES, JobStatus
-from .gateway import MIN_CHECK_SECONDS, describe_error, is_transient
+from ._polling import DeadlinePollingTrigger, describe_error, is_transient
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -98,7 +97,7 @@ class ConversationJobWatch:
         }
 
 
-class GenesysConversationJobTrigger(BaseTrigger):
+class GenesysConversationJobTrigger(DeadlinePollingTrigger[ConversationJobWatch]):
     """Poll a conversation-details job until it is FULFILLED (then count its conversations), it
     ends otherwise, the deadline passes, or a permanent error occurs.
 
@@ -107,13 +106,8 @@ class GenesysConversationJobTrigger(BaseTrigger):
     FAILED, CANCELLED or EXPIRED), ``{"status": "timeout", "message": ..., "state": ...}`` or
     ``{"status": "error", "message": ..., "error_type": ...}``.
 
-    Polls start ``poll_interval`` apart and double up to ``max_poll_interval``. Each status check
-    is one attempt (no client retries): the next poll is the retry.
-
-    :param deadline: wall-clock deadline (``time.time()`` epoch seconds). Wall clock on purpose:
-        the trigger is serialized and may resume in another triggerer process, where a
-        ``time.monotonic()`` value from this one would mean nothing.
-    :param started_at: wall-clock time the sensor started waiting, for ``waited_seconds``.
+    Each status check is one attempt (no client retries): the next poll is the retry. Deadline and
+    backoff: see ``DeadlinePollingTrigger``.
     """
 
     def __init__(
@@ -126,66 +120,31 @@ class GenesysConversationJobTrigger(BaseTrigger):
         max_poll_interval: float = 60.0,
         started_at: float | None = None,
     ) -> None:
-        super().__init__()
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be more than 0 seconds, got {poll_interval}")
-        if max_poll_interval < poll_interval:
-            raise ValueError(f"max_poll_interval ({max_poll_interval}) is below poll_interval ({poll_interval})")
-        self.genesys_llm_conn_id = genesys_llm_conn_id
+        super().__init__(
+            genesys_llm_conn_id=genesys_llm_conn_id,
+            deadline=deadline,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            started_at=started_at,
+        )
         self.job_id = check_job_id(job_id)
-        self.deadline = float(deadline)
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max_poll_interval)
-        self.started_at = float(started_at) if started_at is not None else time.time()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The connection id, the job id and plain settings; never a credential or token."""
         return (
             "airflow_provider_genesys_llm.triggers.conversation_job.GenesysConversationJobTrigger",
-            {
-                "genesys_llm_conn_id": self.genesys_llm_conn_id,
-                "job_id": self.job_id,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "started_at": self.started_at,
-            },
+            {**self._polling_kwargs(), "job_id": self.job_id},
         )
 
-    def _check_timeout(self) -> float:
-        return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
+    def _new_state(self) -> ConversationJobWatch:
+        return ConversationJobWatch(self.job_id)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll with backoff and yield exactly one terminal event."""
-        from ..hooks.genesys_llm import GenesysLLMHook
-
-        watch = ConversationJobWatch(self.job_id)
-        hook = GenesysLLMHook(self.genesys_llm_conn_id)
-        try:
-            try:
-                # Reads the connection off the event loop; the client is bound to this loop.
-                await hook.aget_async_client()
-            except Exception as exc:
-                yield self._error_event(exc, "could not set up the gateway client")
-                return
-            interval = self.poll_interval
-            while True:
-                event = await self._check(hook, watch)
-                if event is not None:
-                    yield event
-                    return
-                left = self.deadline - time.time()
-                if left <= 0:
-                    message = (
-                        f"Conversation-details job {self.job_id!r} was not FULFILLED within "
-                        f"{self.deadline - self.started_at:.1f}s: {watch.describe()}."
-                    )
-                    yield TriggerEvent({"status": "timeout", "message": message, "state": watch.state})
-                    return
-                await asyncio.sleep(min(interval, left))
-                interval = min(interval * 2, self.max_poll_interval)
-        finally:
-            await hook.aclose()
+    def _timeout_event(self, watch: ConversationJobWatch) -> TriggerEvent:
+        message = (
+            f"Conversation-details job {self.job_id!r} was not FULFILLED within "
+            f"{self.deadline - self.started_at:.1f}s: {watch.describe()}."
+        )
+        return TriggerEvent({"status": "timeout", "message": message, "state": watch.state})
 
     async def _check(self, hook: GenesysLLMHook, watch: ConversationJobWatch) -> TriggerEvent | None:
         """One status check (and the count once fulfilled); the terminal event, or None to wait on."""
@@ -221,12 +180,3 @@ class GenesysConversationJobTrigger(BaseTrigger):
         summary = watch.summary(time.time() - self.started_at, count)
         self.log.info("Conversation-details job fulfilled: %s", summary)
         return TriggerEvent({"status": "success", "summary": summary})
-
-    def _error_event(self, exc: BaseException, what: str) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": "error",
-                "message": f"{what} on connection {self.genesys_llm_conn_id!r}: {describe_error(exc)}",
-                "error_type": type(exc).__name__,
-            }
-        )

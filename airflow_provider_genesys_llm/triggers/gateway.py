@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
-from ..client import CompletionResult, GatewayError, GatewayStatus
+from ..client import CompletionResult, GatewayStatus
+from ._polling import DeadlinePollingTrigger, describe_error, is_transient
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -24,25 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_PROBE_PROMPT = "Reply with the single word OK."
 #: Tokens the probe may generate: enough to see a first token, little to pay for.
 DEFAULT_PROBE_MAX_TOKENS = 8
-#: A status check (or probe) may run this long even when the deadline is closer: the last check
-#: at the deadline must get a real chance to answer instead of being cut at once.
-MIN_CHECK_SECONDS = 5.0
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that mean "not ready yet" (rate limited, unavailable, timed out, dropped);
-    False for errors a later check cannot fix (credentials, permission, bad config, protocol)."""
-    if isinstance(exc, GatewayError):
-        return exc.retryable
-    return isinstance(exc, TimeoutError)
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "TimeoutError: the check did not answer in time"
-    return f"{type(exc).__name__}: {exc}"
-
-
 def probe_latencies(result: CompletionResult) -> dict[str, float | None]:
     """What the probe measured: connection set-up (TCP, TLS, WebSocket handshake), time to first
     token and the whole completion, in milliseconds."""
@@ -121,20 +102,16 @@ class GatewayReadiness:
         return summary
 
 
-class GenesysLLMGatewayTrigger(BaseTrigger):
+class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
     """Poll the gateway status until it is ready, the deadline passes, or a permanent error occurs.
 
     Yields exactly one event: ``{"status": "success", "summary": {...}}``,
     ``{"status": "timeout", "message": ..., "summary": {...}}`` or
     ``{"status": "error", "message": ..., "error_type": ...}``.
 
-    Polls start ``poll_interval`` apart and double up to ``max_poll_interval``. Each status check
-    is one attempt (no client retries): the next poll is the retry.
+    Each status check is one attempt (no client retries): the next poll is the retry. Deadline and
+    backoff: see ``DeadlinePollingTrigger``.
 
-    :param deadline: wall-clock deadline (``time.time()`` epoch seconds). Wall clock on purpose:
-        the trigger is serialized and may resume in another triggerer process, where a
-        ``time.monotonic()`` value from this one would mean nothing.
-    :param started_at: wall-clock time the sensor started waiting, for ``waited_seconds``.
     :param probe: once ready, run one tiny completion (a billed call) and report its latencies.
     """
 
@@ -152,21 +129,18 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
         probe_prompt: str = DEFAULT_PROBE_PROMPT,
         probe_max_tokens: int = DEFAULT_PROBE_MAX_TOKENS,
     ) -> None:
-        super().__init__()
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be more than 0 seconds, got {poll_interval}")
-        if max_poll_interval < poll_interval:
-            raise ValueError(f"max_poll_interval ({max_poll_interval}) is below poll_interval ({poll_interval})")
+        super().__init__(
+            genesys_llm_conn_id=genesys_llm_conn_id,
+            deadline=deadline,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            started_at=started_at,
+        )
         if probe_max_tokens < 1:
             raise ValueError(f"probe_max_tokens must be at least 1, got {probe_max_tokens}")
         GatewayReadiness(accept_degraded, min_remaining_requests)  # validates the two settings now
-        self.genesys_llm_conn_id = genesys_llm_conn_id
-        self.deadline = float(deadline)
         self.accept_degraded = accept_degraded
         self.min_remaining_requests = min_remaining_requests
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max_poll_interval)
-        self.started_at = float(started_at) if started_at is not None else time.time()
         self.probe = probe
         self.probe_prompt = probe_prompt
         self.probe_max_tokens = probe_max_tokens
@@ -176,68 +150,39 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
         return (
             "airflow_provider_genesys_llm.triggers.gateway.GenesysLLMGatewayTrigger",
             {
-                "genesys_llm_conn_id": self.genesys_llm_conn_id,
-                "deadline": self.deadline,
+                **self._polling_kwargs(),
                 "accept_degraded": self.accept_degraded,
                 "min_remaining_requests": self.min_remaining_requests,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "started_at": self.started_at,
                 "probe": self.probe,
                 "probe_prompt": self.probe_prompt,
                 "probe_max_tokens": self.probe_max_tokens,
             },
         )
 
-    def _check_timeout(self) -> float:
-        return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
+    def _new_state(self) -> GatewayReadiness:
+        return GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll with backoff and yield exactly one terminal event."""
-        from ..hooks.genesys_llm import GenesysLLMHook
-
-        readiness = GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
-        hook = GenesysLLMHook(self.genesys_llm_conn_id)
+    async def _check(self, hook: GenesysLLMHook, readiness: GatewayReadiness) -> TriggerEvent | None:
         try:
-            try:
-                # Reads the connection without blocking the event loop (a secrets backend lookup
-                # would otherwise stall every trigger of this triggerer). The client is bound to
-                # this loop; the hook's async methods (``aget_status``, ``acomplete``) share it.
-                await hook.aget_async_client()
-            except Exception as exc:
-                yield self._error_event(exc, "could not set up the gateway client")
-                return
-            interval = self.poll_interval
-            while True:
-                try:
-                    status = await asyncio.wait_for(hook.aget_status(retry=False), self._check_timeout())
-                except Exception as exc:
-                    if not readiness.observe_error(exc):
-                        yield self._error_event(exc, "gateway status check failed")
-                        return
-                    self.log.warning("Gateway status check failed (%s); not ready yet.", readiness.last_error)
-                else:
-                    if readiness.observe(status):
-                        event = await self._finish(hook, readiness)
-                        if event is not None:
-                            yield event
-                            return
-                    else:
-                        self.log.info("Gateway not ready: %s.", readiness.describe())
-                left = self.deadline - time.time()
-                if left <= 0:
-                    yield TriggerEvent(
-                        {
-                            "status": "timeout",
-                            "message": self._timeout_message(readiness),
-                            "summary": readiness.summary(time.time() - self.started_at),
-                        }
-                    )
-                    return
-                await asyncio.sleep(min(interval, left))
-                interval = min(interval * 2, self.max_poll_interval)
-        finally:
-            await hook.aclose()
+            status = await asyncio.wait_for(hook.aget_status(retry=False), self._check_timeout())
+        except Exception as exc:
+            if not readiness.observe_error(exc):
+                return self._error_event(exc, "gateway status check failed")
+            self.log.warning("Gateway status check failed (%s); not ready yet.", readiness.last_error)
+            return None
+        if readiness.observe(status):
+            return await self._finish(hook, readiness)
+        self.log.info("Gateway not ready: %s.", readiness.describe())
+        return None
+
+    def _timeout_event(self, readiness: GatewayReadiness) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": "timeout",
+                "message": self._timeout_message(readiness),
+                "summary": readiness.summary(time.time() - self.started_at),
+            }
+        )
 
     async def _finish(self, hook: GenesysLLMHook, readiness: GatewayReadiness) -> TriggerEvent | None:
         """The success event, after the probe when one is asked for; None when a transient probe
@@ -260,12 +205,3 @@ class GenesysLLMGatewayTrigger(BaseTrigger):
     def _timeout_message(self, readiness: GatewayReadiness) -> str:
         budget = self.deadline - self.started_at
         return f"Gateway {self.genesys_llm_conn_id!r} was not ready within {budget:.1f}s: {readiness.describe()}."
-
-    def _error_event(self, exc: BaseException, what: str) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": "error",
-                "message": f"{what} on connection {self.genesys_llm_conn_id!r}: {describe_error(exc)}",
-                "error_type": type(exc).__name__,
-            }
-        )

@@ -1,0 +1,131 @@
+"""What both triggers share: poll with backoff up to a wall-clock deadline, yield one terminal event.
+
+Subclasses say what one check does (``_check``) and what a timeout reports (``_timeout_event``);
+the loop, the backoff, the per-check time limit and the client's lifetime live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ..client import GatewayError
+
+if TYPE_CHECKING:
+    from ..hooks.genesys_llm import GenesysLLMHook
+
+State = TypeVar("State")
+
+#: A status check (or probe) may run this long even when the deadline is closer: the last check
+#: at the deadline must get a real chance to answer instead of being cut at once.
+MIN_CHECK_SECONDS = 5.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean "not ready yet" (rate limited, unavailable, timed out, dropped);
+    False for errors a later check cannot fix (credentials, permission, bad config, protocol)."""
+    if isinstance(exc, GatewayError):
+        return exc.retryable
+    return isinstance(exc, TimeoutError)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "TimeoutError: the check did not answer in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
+    """Polls start ``poll_interval`` apart and double up to ``max_poll_interval``.
+
+    :param deadline: wall-clock deadline (``time.time()`` epoch seconds). Wall clock on purpose:
+        the trigger is serialized and may resume in another triggerer process, where a
+        ``time.monotonic()`` value from this one would mean nothing.
+    :param started_at: wall-clock time the sensor started waiting, for ``waited_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        genesys_llm_conn_id: str,
+        deadline: float,
+        poll_interval: float,
+        max_poll_interval: float,
+        started_at: float | None,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be more than 0 seconds, got {poll_interval}")
+        if max_poll_interval < poll_interval:
+            raise ValueError(f"max_poll_interval ({max_poll_interval}) is below poll_interval ({poll_interval})")
+        self.genesys_llm_conn_id = genesys_llm_conn_id
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.started_at = float(started_at) if started_at is not None else time.time()
+
+    def _polling_kwargs(self) -> dict[str, Any]:
+        """The serialized settings every polling trigger has: a connection id, never a credential."""
+        return {
+            "genesys_llm_conn_id": self.genesys_llm_conn_id,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "started_at": self.started_at,
+        }
+
+    def _check_timeout(self) -> float:
+        return max(self.deadline - time.time(), MIN_CHECK_SECONDS)
+
+    def _new_state(self) -> State:
+        raise NotImplementedError
+
+    async def _check(self, hook: GenesysLLMHook, state: State) -> TriggerEvent | None:
+        """One check: the terminal event, or None to wait for the next poll."""
+        raise NotImplementedError
+
+    def _timeout_event(self, state: State) -> TriggerEvent:
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll with backoff and yield exactly one terminal event."""
+        from ..hooks.genesys_llm import GenesysLLMHook
+
+        state = self._new_state()
+        hook = GenesysLLMHook(self.genesys_llm_conn_id)
+        try:
+            try:
+                # Reads the connection without blocking the event loop (a secrets backend lookup
+                # would otherwise stall every trigger of this triggerer). The client is bound to
+                # this loop; the hook's async methods share it.
+                await hook.aget_async_client()
+            except Exception as exc:
+                yield self._error_event(exc, "could not set up the gateway client")
+                return
+            interval = self.poll_interval
+            while True:
+                event = await self._check(hook, state)
+                if event is not None:
+                    yield event
+                    return
+                left = self.deadline - time.time()
+                if left <= 0:
+                    yield self._timeout_event(state)
+                    return
+                await asyncio.sleep(min(interval, left))
+                interval = min(interval * 2, self.max_poll_interval)
+        finally:
+            await hook.aclose()
+
+    def _error_event(self, exc: BaseException, what: str) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": "error",
+                "message": f"{what} on connection {self.genesys_llm_conn_id!r}: {describe_error(exc)}",
+                "error_type": type(exc).__name__,
+            }
+        )
