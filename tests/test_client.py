@@ -16,7 +16,6 @@ from airflow_provider_genesys_llm.client import (
     GatewayConfig,
     GatewayPermissionError,
     GatewayProtocolError,
-    GatewayRateLimitError,
     GatewayTimeoutError,
     RequestValidationError,
     RestartEvent,
