@@ -7,7 +7,6 @@ ids, which is what makes skip-existing and upserts idempotent across retries and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,6 +20,7 @@ from ..client.config import GatewayConfig
 from ..client.errors import RequestValidationError
 from ..client.limits import build_request
 from ..client.models import CompletionRequest, Message
+from ..governance.keys import IdKey
 
 #: Namespace for request ids derived from result ids, so a retried item keeps its request id.
 REQUEST_ID_NAMESPACE = uuid.UUID("5f0b8a64-4a55-4c1e-9b1a-6b7e0c0a3d21")
@@ -70,8 +70,11 @@ class InvalidItem:
     error_class: str = "RequestValidationError"
 
 
-def result_id_for(source_id: str, request: CompletionRequest) -> str:
-    """A stable id of (source id, prompt, model, parameters); never depends on request ids or time."""
+def result_id_for(source_id: str, request: CompletionRequest, key: IdKey) -> str:
+    """A stable, keyed id of (source id, prompt, model, parameters); never depends on request ids or time.
+
+    Keyed (``IdKey``), so the id reveals nothing about the prompt to whoever lacks the key.
+    """
     identity = {
         "source_id": source_id,
         "model": request.model,
@@ -84,8 +87,7 @@ def result_id_for(source_id: str, request: CompletionRequest) -> str:
         "max_tokens": request.max_tokens,
         "stop": list(request.stop_sequences),
     }
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return key.digest("result", identity)[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +98,9 @@ class UnreadableItem:
     reason: str
 
 
-def _invalid_id(raw: Any, position: int) -> tuple[str, str]:
+def _invalid_id(raw: Any, position: int, key: IdKey) -> tuple[str, str]:
     source_id = str(raw.get("id")) if isinstance(raw, Mapping) and raw.get("id") not in (None, "") else f"#{position}"
-    return hashlib.sha256(f"invalid:{source_id}".encode()).hexdigest()[:32], source_id
+    return key.digest("invalid", source_id)[:32], source_id
 
 
 def _describe(exc: ValidationError) -> str:
@@ -109,19 +111,19 @@ def _describe(exc: ValidationError) -> str:
 
 
 def plan_item(
-    raw: Any, position: int, config: GatewayConfig, defaults: Mapping[str, Any]
+    raw: Any, position: int, config: GatewayConfig, defaults: Mapping[str, Any], key: IdKey
 ) -> list[PlannedCompletion] | InvalidItem:
     """Validate one raw item against the item schema and protocol section 8."""
     if isinstance(raw, UnreadableItem):
-        invalid_id, _ = _invalid_id({"id": raw.source_id}, position)
+        invalid_id, _ = _invalid_id({"id": raw.source_id}, position, key)
         return InvalidItem(invalid_id, raw.source_id, raw.reason)
     if not isinstance(raw, Mapping):
-        invalid_id, source_id = _invalid_id(raw, position)
+        invalid_id, source_id = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, source_id, f"item is a {type(raw).__name__}, expected a mapping with an 'id'")
     try:
         item = BatchItem.model_validate(raw)
     except ValidationError as exc:
-        invalid_id, source_id = _invalid_id(raw, position)
+        invalid_id, source_id = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, source_id, _describe(exc))
     fields: dict[str, Any] = {**defaults}
     fields.update({name: getattr(item, name) for name in OVERRIDES if getattr(item, name) is not None})
@@ -137,11 +139,11 @@ def plan_item(
             request = build_request(
                 config, messages=messages, variables=item.variables, temperature=temperature, **fields
             )
-            result_id = result_id_for(item.id, request)
+            result_id = result_id_for(item.id, request, key)
             request = request.model_copy(update={"request_id": str(uuid.uuid5(REQUEST_ID_NAMESPACE, result_id))})
             planned.append(PlannedCompletion(result_id, item.id, request, source_text, item.metadata))
     except RequestValidationError as exc:
-        invalid_id, _ = _invalid_id(raw, position)
+        invalid_id, _ = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, item.id, exc.message)
     return planned
 
