@@ -205,6 +205,9 @@ def test_poke_waits_until_fulfilled_then_counts_every_conversation(gateway):
          "Query exceeded the result limit."),
         ({"config": {"job_outcome": "EXPIRED"}}, "EXPIRED", "The query results have expired."),
         ({"fault": {"state": "CANCELLED"}}, "CANCELLED", "The query was cancelled."),
+        # A malicious or careless gateway quoting a customer: the message is kept, the PII is not.
+        ({"fault": {"state": "FAILED", "error_message": "Row for jane.doe@example.com / 4111 1111 1111 1111 failed."}},
+         "FAILED", "Row for [REDACTED:EMAIL] / [REDACTED:CARD] failed."),
     ],
 )
 def test_a_job_that_ends_without_results_fails_naming_the_state_and_error_message(gateway, arm, state, message):

@@ -142,3 +142,14 @@ def test_no_raw_pii_in_any_store_on_any_path(airflow_home, emulator, pg_server, 
 
     leaks = {name: raw_leaks(text, extra=OUTPUT_VALUES) for name, text in stores.items()}
     assert not any(leaks.values()), {name: found for name, found in leaks.items() if found}
+
+
+def test_without_an_id_key_the_operators_fail_before_any_spend(airflow_home, emulator, pg_server):
+    env = airflow_env(airflow_home, HERE / "dags", emulator, pg_server)
+    del env["AIRFLOW_VAR_GENESYS_LLM_ID_KEY"]
+    done = dags_test(env, "genesys_llm_operators_test", "2026-11-21")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Airflow Variable 'genesys_llm_id_key'" in output and "airflow variables set genesys_llm_id_key" in output
+    counters = emulator.counters()
+    assert counters["ws_requests"] == 0 and counters["sse"] == 0 and counters["oauth"] == 0, counters
