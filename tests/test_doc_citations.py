@@ -40,12 +40,16 @@ _MORE = re.compile(rf"(?P<sep>-|–|to|,|and|&)\s*(?P<number>{_NUMBER})", re.IGN
 #: A section number that belongs to another document named just before it (``RFC 6455 section 7``).
 OTHER_DOCUMENT = re.compile(r"\bRFC\s*\d+\W*$", re.IGNORECASE)
 #: ``docs/operations.md``, ``docs/operations.md#anchor``, ``docs/operations.md "Heading"``.
-DOCS_REF = re.compile(r"\bdocs/(?P<page>[A-Za-z0-9_.-]+?\.md)(?:#(?P<anchor>[\w-]+)|\s+[\"“](?P<heading>[^\"”\n]+)[\"”])?")
+DOCS_REF = re.compile(
+    r"\bdocs/(?P<page>[A-Za-z0-9_.-]+?\.md)(?:#(?P<anchor>[\w-]+)|\s+[\"“](?P<heading>[^\"”\n]+)[\"”])?"
+)
 #: A relative Markdown link to a page: ``[text](operations.md#anchor)``.
 MD_LINK = re.compile(r"\]\((?P<target>[^)\s#:]+\.md)(?:#(?P<anchor>[^)\s]+))?\)")
 #: References to documents that live beside the repository, never inside it. The names are split
 #: so that this file does not cite them itself.
-OUTSIDE = re.compile("|".join(["GATEWAY_" + "PROTOCOL", r"\b" + "PIT" + r"FALLS\b", r"\.\./shared\b", r"/work/shared\b"]))
+OUTSIDE = re.compile(
+    "|".join(["GATEWAY_" + "PROTOCOL", r"\b" + "PIT" + r"FALLS\b", r"\.\./shared\b", r"/work/shared\b"])
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ def section_numbers(match: re.Match[str]) -> list[str]:
 def scanned_files(root: Path = REPO) -> Iterator[Path]:
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = sorted(
-            d for d in subdirs
+            d
+            for d in subdirs
             if d not in SKIPPED_DIRS and not d.endswith(".egg-info") and (not d.startswith(".") or d == ".ci")
         )
         for name in sorted(files):
@@ -215,7 +220,16 @@ def repository_scan() -> tuple[list[Finding], list[Finding], list[Finding]]:
 
 def test_protocol_page_keeps_the_section_numbers_code_cites() -> None:
     assert protocol_sections(PROTOCOL.read_text(encoding="utf-8")) == [
-        "1", "2", "3", "4", "5", "6", "7", "8", "8a", "9"
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "8a",
+        "9",
     ]
 
 
@@ -251,8 +265,12 @@ def test_nothing_cites_a_document_outside_the_repository(repository_scan) -> Non
 def fake_checkout(tmp_path: Path) -> Path:
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "protocol.md").write_text("# P\n\n## 1. Hosts\n\n## 8. Limits\n\n## 8a. Results\n\n```\n## 9. Fenced\n```\n")
-    (docs / "operations.md").write_text("# O\n\n## SSE comment blocks arrive as empty events\n\n## `get_x` must not X\n")
+    (docs / "protocol.md").write_text(
+        "# P\n\n## 1. Hosts\n\n## 8. Limits\n\n## 8a. Results\n\n```\n## 9. Fenced\n```\n"
+    )
+    (docs / "operations.md").write_text(
+        "# O\n\n## SSE comment blocks arrive as empty events\n\n## `get_x` must not X\n"
+    )
     return tmp_path
 
 
