@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py
+
+# Formatting, lint and type checks; settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+# Not yet part of `test`: the current code has findings to fix first.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) bench/stream_throughput.py
