@@ -248,11 +248,6 @@ def test_every_docs_page_has_unique_anchors() -> None:
         assert not repeated, f"{page.name} repeats headings: {repeated}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="code still cites the team's shared notes outside the repository; "
-    "remove this mark once the replacements in the docs helper's report are applied",
-)
 def test_nothing_cites_a_document_outside_the_repository(repository_scan) -> None:
     _, _, outside = repository_scan
     assert not outside, "references outside the repository:\n" + "\n".join(map(str, outside))
