@@ -448,7 +448,7 @@ class DagRunResult:
 
 
 @pytest.fixture(scope="module")
-def dag_run(airflow_home, emulator_server, tmp_path_factory, request) -> DagRunResult:
+def dag_run(airflow_home, emulator_server, tmp_path_factory) -> DagRunResult:
     """One run: a job per mode on a healthy emulator, and a job per mode on a second emulator
     whose jobs end FAILED."""
     dags = tmp_path_factory.mktemp("job_sensor_dags")
@@ -468,11 +468,7 @@ def dag_run(airflow_home, emulator_server, tmp_path_factory, request) -> DagRunR
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": connection_json(emulator_server),
             "AIRFLOW_CONN_GENESYS_LLM_FAILING": connection_json(failing),
-            # As in the gateway sensor's DAG test: a bytecode cache spares every `airflow`
-            # process compiling Airflow from source on this machine.
-            "PYTHONPYCACHEPREFIX": str(request.config.cache.mkdir("airflow-bytecode")),
         }
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
         done = dags_test(env, DAG_ID, DAY.date().isoformat())
     result = DagRunResult(done.returncode, done.stdout + done.stderr, airflow_home)
     for mode in ("poke", "deferrable"):

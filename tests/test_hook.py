@@ -104,10 +104,10 @@ async def test_async_stream_in_chunks(hook):
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == whole.text
 
 
-def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, tmp_path):
+def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, airflow_home):
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
@@ -119,7 +119,6 @@ def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, t
         return done.stdout
 
     assert "airflow-provider-genesys-llm" in run("providers", "list")
-    run("db", "migrate")
     extra = json.loads(connection_json(emulator))["extra"]
     run(
         "connections", "add", "genesys_llm_cli", "--conn-type", "genesys_llm",
