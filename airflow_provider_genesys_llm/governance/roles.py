@@ -47,8 +47,9 @@ def create_writer_role(
     """Create (or tighten) ``role`` so it can only append to ``schema.table``; run as the tables' owner.
 
     Creates the chain if it is missing. A password is sent as a SCRAM verifier computed here, so the
-    clear text never reaches the server or its statement log. An existing role that is a superuser
-    or can act as the owner is refused: no grant could make it least-privilege.
+    clear text never reaches the server or its statement log. An existing role that is a superuser,
+    has CREATEROLE, belongs to other roles or can act as the owner is refused: no grant could make
+    it least-privilege.
     """
     from psycopg import sql
 
@@ -59,7 +60,9 @@ def create_writer_role(
         existing = conn.execute(_ROLE_STANDING, {"role": role, "schema": schema, "table": table}).fetchone()
         if existing is not None:
             _refuse_powerful(role, statements.name, *existing)
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOINHERIT").format(name))  # the rest needs a superuser
         else:
+            # A login that can do nothing by itself; NOINHERIT keeps rights of roles it may later join out of reach.
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT")
                 .format(name)
@@ -72,9 +75,9 @@ def create_writer_role(
     return WriterRole(role, existing is None, password is not None, f"{statements.name}_append(jsonb)")
 
 
-#: For an existing role: is it a superuser, can it act as the chain's owner, which roles is it in.
+#: For an existing role: is it a superuser (or could make itself one of its betters), can it act as the chain's owner, which roles is it in.
 _ROLE_STANDING = """
-SELECT r.rolsuper, pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER'), pg_catalog.pg_get_userbyid(c.relowner),
+SELECT r.rolsuper OR r.rolcreaterole, pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER'), pg_catalog.pg_get_userbyid(c.relowner),
        ARRAY(SELECT pg_catalog.pg_get_userbyid(m.roleid) FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid)
 FROM pg_catalog.pg_roles r, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE r.rolname = %(role)s AND n.nspname = %(schema)s AND c.relname = %(table)s
@@ -97,10 +100,11 @@ WHERE n.nspname = %(schema)s AND p.proname = %(table)s::text || '_append'
 """
 
 
-def _refuse_powerful(role: str, chain: str, superuser: bool, owns: bool, owner: str, memberships: list[str]) -> None:
-    """No grant makes a superuser, the owner's member or a member of other roles (``SET ROLE``) least-privilege."""
-    if superuser or owns or memberships:
-        why = "a superuser" if superuser else f"able to act as {owner!r}, the owner of {chain}" if owns else (
+def _refuse_powerful(role: str, chain: str, powerful: bool, owns: bool, owner: str, memberships: list[str]) -> None:
+    """No grant makes a superuser, a role admin, the owner's member or a member of other roles
+    (``SET ROLE`` brings their rights) least-privilege."""
+    if powerful or owns or memberships:
+        why = "a superuser or has CREATEROLE" if powerful else f"able to act as {owner!r}, the owner of {chain}" if owns else (
             f"a member of {', '.join(sorted(memberships))} (SET ROLE would bring their rights)"
         )
         raise WriterRoleError(f"role {role!r} is {why}; pick a new role name for the writer")
