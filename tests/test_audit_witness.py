@@ -54,11 +54,17 @@ class Chain:
     def verify(self, witnesses: list[ChainHead] | None = None) -> ChainVerification:
         return verify_chain(self.connect, table=self.table, schema=self.schema, witnesses=witnesses or [])
 
+    def name(self, suffix: str = "") -> sql.Identifier:
+        """The chain table (or, with ``_head``, ``_append``, its head table or function), schema-qualified."""
+        return sql.Identifier(self.schema, self.table + suffix)
+
     def sql(self, statement: str, *params: object) -> None:
-        """Run ``statement`` as the owner; ``{chain}`` and ``{head}`` are the tables."""
-        names = {"chain": sql.Identifier(self.schema, self.table), "head": sql.Identifier(self.schema, f"{self.table}_head")}
+        """Run ``statement`` as the owner; ``{chain}``, ``{head}`` and ``{append}`` are the chain's objects."""
         with self.connect() as conn:
-            conn.execute(sql.SQL(statement).format(**names), params or None)
+            conn.execute(self.format(statement), params or None)
+
+    def format(self, statement: str) -> sql.Composed:
+        return sql.SQL(statement).format(chain=self.name(), head=self.name("_head"), append=self.name("_append"))
 
 
 def record(index: int, **changes: object) -> AuditRecord:
@@ -132,13 +138,13 @@ def rehash_from(first: int) -> Callable[[Chain], None]:
         chain.sql("""UPDATE {chain} SET record = jsonb_set(record, '{{status}}', '"failed"'), status = 'failed'"""
                   " WHERE seq = %s", first)
         with chain.connect() as conn:
-            rows = conn.execute(sql.SQL("SELECT seq, record::text, prev_hash FROM {} ORDER BY seq").format(
-                sql.Identifier(chain.schema, chain.table))).fetchall()
+            rows = conn.execute(chain.format("SELECT seq, record::text, prev_hash FROM {chain} ORDER BY seq"))
+            rows = rows.fetchall()
             previous = rows[0][2]
             for seq, text, _ in rows:
                 digest = chain_hash(previous, text)
-                conn.execute(sql.SQL("UPDATE {} SET prev_hash = %s, record_hash = %s WHERE seq = %s").format(
-                    sql.Identifier(chain.schema, chain.table)), (previous, digest, seq))
+                update = chain.format("UPDATE {chain} SET prev_hash = %s, record_hash = %s WHERE seq = %s")
+                conn.execute(update, (previous, digest, seq))
                 previous = digest
         chain.sql("ALTER TABLE {chain} ENABLE TRIGGER USER")
         chain.sql("UPDATE {head} SET record_hash = (SELECT record_hash FROM {chain} ORDER BY seq DESC LIMIT 1)")
@@ -151,8 +157,7 @@ def drop_and_restart(rows: int) -> Callable[[Chain], None]:
 
     def restart(chain: Chain) -> None:
         chain.sql("DROP TABLE {chain}, {head}")
-        with chain.connect() as conn:
-            conn.execute(sql.SQL("DROP FUNCTION {}(jsonb)").format(sql.Identifier(chain.schema, f"{chain.table}_append")))
+        chain.sql("DROP FUNCTION {append}(jsonb)")
         fresh = AuditChainStore(chain.connect, table=chain.table, schema=chain.schema)
         fresh.ensure_schema()
         fresh.append([record(200 + i) for i in range(rows)])
@@ -204,7 +209,9 @@ def test_head_json_round_trips_and_refuses_what_is_not_a_head(chain: Chain) -> N
 
     text = head.to_json()
 
-    assert json.loads(text) == {"schema": chain.schema, "table": chain.table, "seq": 10, "record_hash": head.record_hash}
+    assert json.loads(text) == {
+        "schema": chain.schema, "table": chain.table, "seq": 10, "record_hash": head.record_hash
+    }
     assert ChainHead.from_json(text) == head
     assert head.to_log_line() == "GENESYS_AUDIT_HEAD " + text
     valid = json.loads(text)
@@ -299,8 +306,6 @@ def test_cli_verify_refuses_witnesses_it_cannot_use(
 
 
 def test_writer_role_cannot_touch_the_tables(chain: Chain, pg_server: PgServer, writer: str) -> None:
-    names = {"chain": sql.Identifier(chain.schema, chain.table), "head": sql.Identifier(chain.schema, f"{chain.table}_head"),
-             "append": sql.Identifier(chain.schema, f"{chain.table}_append")}
     attempts = [
         "INSERT INTO {chain} SELECT seq + 100, audit_id || 'x', kind, status, dag_id, run_id, created_at, record,"
         " prev_hash, record_hash FROM {chain}",
@@ -321,7 +326,7 @@ def test_writer_role_cannot_touch_the_tables(chain: Chain, pg_server: PgServer, 
     ]
     for attempt in attempts:
         with as_role(pg_server, writer)() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL(attempt).format(**names))
+            conn.execute(chain.format(attempt))
 
     assert chain.verify(chain.witnesses).rows_checked == 10
     assert chain.verify(chain.witnesses).ok
@@ -336,7 +341,7 @@ def test_writer_appends_through_the_store_and_cannot_backdate(chain: Chain, pg_s
     seqs = store.append([backdated, record(51)])
     with as_role(pg_server, writer)() as conn:  # straight to the function, with a date of its choosing
         direct = conn.execute(
-            sql.SQL("SELECT appended_seq FROM {}(%s::jsonb)").format(sql.Identifier(chain.schema, f"{chain.table}_append")),
+            chain.format("SELECT appended_seq FROM {append}(%s::jsonb)"),
             (json.dumps([record(52).model_dump(mode="json") | {"created_at": "2001-01-01T00:00:00Z"}]),),
         ).fetchall()
     after = datetime.now(timezone.utc)
@@ -344,8 +349,8 @@ def test_writer_appends_through_the_store_and_cannot_backdate(chain: Chain, pg_s
     assert (seqs, direct) == ([11, 12], [(13,)])
     assert store.last_head is not None and store.last_head.seq == 12
     with chain.connect() as conn:
-        stamped = conn.execute(sql.SQL("SELECT created_at, record->>'created_at' FROM {} WHERE seq > 10").format(
-            sql.Identifier(chain.schema, chain.table))).fetchall()
+        stamped = conn.execute(chain.format("SELECT created_at, record->>'created_at' FROM {chain} WHERE seq > 10"))
+        stamped = stamped.fetchall()
     for column, recorded in stamped:
         assert before - timedelta(seconds=5) <= column <= after + timedelta(seconds=5)
         assert datetime.fromisoformat(recorded) == column
@@ -355,10 +360,11 @@ def test_writer_appends_through_the_store_and_cannot_backdate(chain: Chain, pg_s
 def test_writer_function_refuses_bad_input_and_ignores_shadow_tables(
     chain: Chain, pg_server: PgServer, writer: str
 ) -> None:
-    append = sql.SQL("SELECT * FROM {}(%s::jsonb)").format(sql.Identifier(chain.schema, f"{chain.table}_append"))
+    append = chain.format("SELECT * FROM {append}(%s::jsonb)")
     store = AuditChainStore(as_role(pg_server, writer), table=chain.table, schema=chain.schema)
 
-    for bad, words in (('{"kind": "task"}', "JSON array"), ("[1]", "JSON object"), ('[{"kind": "task"}]', "null value")):
+    refused = {'{"kind": "task"}': "JSON array", "[1]": "JSON object", '[{"kind": "task"}]': "null value"}
+    for bad, words in refused.items():
         with as_role(pg_server, writer)() as conn, pytest.raises(psycopg.Error, match=words):
             conn.execute(append, (bad,))
     with as_role(pg_server, writer)() as conn:
@@ -464,10 +470,9 @@ def test_processes_appending_as_the_writer_keep_one_gap_free_chain(
         assert child.returncode == 0, err[-2000:]
         outputs.append(out.splitlines())
 
-    seqs = [int(seq) for lines in outputs for line in lines if line.startswith("seqs") for seq in line.split()[1:]]
+    batches = [[int(seq) for seq in line.split()[1:]] for lines in outputs for line in lines if line.startswith("seqs")]
     heads = [head for lines in outputs for head in heads_from_log_lines(lines)]
-    assert sorted(seqs) == list(range(11, 11 + 3 * 20 * 3))
-    assert all(batch == list(range(batch[0], batch[0] + 3))
-               for lines in outputs for batch in ([int(s) for s in line.split()[1:]] for line in lines if line.startswith("seqs")))
+    assert sorted(seq for batch in batches for seq in batch) == list(range(11, 11 + 3 * 20 * 3))
+    assert all(batch == list(range(batch[0], batch[0] + 3)) for batch in batches)
     result = chain.verify([*chain.witnesses, *heads])
     assert (result.ok, result.rows_checked, result.witnesses_checked) == (True, 190, 62)

@@ -19,7 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .canonical import canonical_json
-from .chain import (
+
+# Re-exported: the operators, callbacks and users import the chain and its witnesses from here.
+from .chain import (  # noqa: F401
     DEFAULT_TABLE,
     AuditChainError,
     AuditChainStore,
@@ -28,30 +30,13 @@ from .chain import (
     chain_hash,
     verify_chain,
 )
-from .witness import GENESIS_HASH, HEAD_LOG_PREFIX, ChainHead, WitnessFormatError, heads_from_log_lines
-
-__all__ = [
-    "COMPLIANCE_TAG",
-    "DEFAULT_TABLE",
-    "GENESIS_HASH",
-    "HEAD_LOG_PREFIX",
-    "LOG_PREFIX",
-    "AuditChainError",
-    "AuditChainStore",
-    "AuditLog",
-    "AuditRecord",
-    "ChainHead",
-    "ChainVerification",
-    "ConnectionFactory",
-    "Timings",
-    "TokenUsage",
-    "WitnessFormatError",
-    "canonical_json",
-    "chain_hash",
-    "heads_from_log_lines",
-    "prompt_sha256",
-    "verify_chain",
-]
+from .witness import (  # noqa: F401
+    GENESIS_HASH,
+    HEAD_LOG_PREFIX,
+    ChainHead,
+    WitnessFormatError,
+    heads_from_log_lines,
+)
 
 #: Tag carried by every record, naming the governance scheme the records follow.
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"

@@ -114,8 +114,10 @@ class AuditChainStore:
                 rows = conn.execute(self._sql.append, (documents,)).fetchall()
         except psycopg.errors.RaiseException as exc:
             # The function's own refusal; its primary message carries no record content.
-            raise AuditChainError(exc.diag.message_primary or f"audit chain {self._sql.name} refused the append") from None
-        self.last_head = ChainHead(schema=self._sql.schema, table=self._sql.table, seq=rows[-1][0], record_hash=rows[-1][1])
+            refusal = exc.diag.message_primary or f"audit chain {self._sql.name} refused the append"
+            raise AuditChainError(refusal) from None
+        last_seq, last_hash = rows[-1]
+        self.last_head = ChainHead(schema=self._sql.schema, table=self._sql.table, seq=last_seq, record_hash=last_hash)
         return [row[0] for row in rows]
 
 

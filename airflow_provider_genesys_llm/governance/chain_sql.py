@@ -63,7 +63,9 @@ class ChainSql:
             " SELECT p.proname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
             " WHERE n.nspname = %(schema)s AND p.proname = %(table)s::text || '_append') AS found"
         )
-        self.append = sql.SQL("SELECT appended_seq, appended_hash FROM {}(%s::jsonb)").format(self.identifiers["append"])
+        self.append = sql.SQL("SELECT appended_seq, appended_hash FROM {}(%s::jsonb)").format(
+            self.identifiers["append"]
+        )
         self.head = sql.SQL("SELECT seq, record_hash FROM {}").format(self.identifiers["head"])
         self.rows = sql.SQL(
             "SELECT seq, audit_id, record::text AS record_text, prev_hash, record_hash,"

@@ -75,9 +75,10 @@ def create_writer_role(
     return WriterRole(role, existing is None, password is not None, f"{statements.name}_append(jsonb)")
 
 
-#: For an existing role: is it a superuser (or could make itself one of its betters), can it act as the chain's owner, which roles is it in.
+#: For an existing role: is it a superuser or a role admin, can it act as the chain's owner, which roles is it in.
 _ROLE_STANDING = """
-SELECT r.rolsuper OR r.rolcreaterole, pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER'), pg_catalog.pg_get_userbyid(c.relowner),
+SELECT r.rolsuper OR r.rolcreaterole, pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER'),
+       pg_catalog.pg_get_userbyid(c.relowner),
        ARRAY(SELECT pg_catalog.pg_get_userbyid(m.roleid) FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid)
 FROM pg_catalog.pg_roles r, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE r.rolname = %(role)s AND n.nspname = %(schema)s AND c.relname = %(table)s
@@ -104,9 +105,12 @@ def _refuse_powerful(role: str, chain: str, powerful: bool, owns: bool, owner: s
     """No grant makes a superuser, a role admin, the owner's member or a member of other roles
     (``SET ROLE`` brings their rights) least-privilege."""
     if powerful or owns or memberships:
-        why = "a superuser or has CREATEROLE" if powerful else f"able to act as {owner!r}, the owner of {chain}" if owns else (
-            f"a member of {', '.join(sorted(memberships))} (SET ROLE would bring their rights)"
-        )
+        if powerful:
+            why = "a superuser or has CREATEROLE"
+        elif owns:
+            why = f"able to act as {owner!r}, the owner of {chain}"
+        else:
+            why = f"a member of {', '.join(sorted(memberships))} (SET ROLE would bring their rights)"
         raise WriterRoleError(f"role {role!r} is {why}; pick a new role name for the writer")
 
 

@@ -54,13 +54,15 @@ DECLARE
     document jsonb;
 BEGIN
     IF jsonb_typeof(records) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'audit chain %: append takes a JSON array of records, not %', {chain_name}, jsonb_typeof(records);
+        RAISE EXCEPTION 'audit chain %: append takes a JSON array of records, not %',
+            {chain_name}, jsonb_typeof(records);
     END IF;
     PERFORM pg_advisory_xact_lock({lock_key});
     SELECT c.seq, c.record_hash INTO last_seq, last_hash FROM {chain} AS c ORDER BY c.seq DESC LIMIT 1;
     SELECT h.seq, h.record_hash INTO head_seq, head_hash FROM {head} AS h;
     IF last_seq IS DISTINCT FROM head_seq OR last_hash IS DISTINCT FROM head_hash THEN
-        RAISE EXCEPTION 'audit chain % ends at seq=% but its head table records seq=%; appending would hide that, run verify',
+        RAISE EXCEPTION
+            'audit chain % ends at seq=% but its head table records seq=%; appending would hide that, run verify',
             {chain_name}, coalesce(last_seq, 0), coalesce(head_seq, 0);
     END IF;
     last_seq := coalesce(last_seq, 0);
