@@ -53,9 +53,13 @@ class ChainHead(BaseModel):
     def chain(self) -> str:
         return f"{self.schema_name}.{self.table}"
 
+    def to_dict(self) -> dict[str, str | int]:
+        """``{"schema", "table", "seq", "record_hash"}``: for an XCom manifest or an asset event's extra."""
+        return self.model_dump(by_alias=True)
+
     def to_json(self) -> str:
         """One line of canonical JSON: ``{"record_hash":...,"schema":...,"seq":...,"table":...}``."""
-        return canonical_json(self.model_dump(by_alias=True))
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> ChainHead:
