@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 
 import psycopg
-import pgserver
 import pytest
 from psycopg import sql
 from pydantic import ValidationError
@@ -36,22 +33,6 @@ from airflow_provider_genesys_llm.governance.audit import (
 from fixtures_postgres import PgServer
 
 Connect = Callable[[], psycopg.Connection]
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PgServer]:
-    """A throwaway Postgres for this module (it overrides the session's); pgserver listens on a Unix socket only.
-
-    Not under pytest's tmp_path: every pytest session on the machine resets that tree to mode 0700,
-    which locks out the postgres processes pgserver runs as another user when tests run as root, and
-    prunes old session folders, which deleted a running server's data directory under a concurrent session.
-    """
-    parent = Path(tempfile.mkdtemp(prefix="genesys-audit-"))
-    server = pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    yield PgServer(socket_dir=str(info.socket_dir), port=info.port or 5432, dbname="postgres", user="postgres")
-    server.cleanup()
-    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

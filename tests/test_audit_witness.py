@@ -37,7 +37,6 @@ from airflow_provider_genesys_llm.governance.audit import (
 from airflow_provider_genesys_llm.governance.roles import WriterRoleError, create_writer_role
 
 from fixtures_postgres import PgConnect, PgServer
-from test_audit_chain import pg_server  # noqa: F401 - a server of this module's own, see there
 
 ROOT = Path(__file__).resolve().parents[1]
 
