@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from airflow_provider_genesys_llm.governance.detectors import MAX_EXTRA_REACH
 from airflow_provider_genesys_llm.governance.masking import (
-    MAX_SEGMENT_CHARS,
+    STEP_CHARS,
     MaskResult,
     PiiDetectedError,
     PiiMasker,
@@ -89,8 +90,11 @@ def test_counts_every_finding() -> None:
         ({"card": r"x\d"}, "already used"),
         ({"bad name": r"x\d"}, "letters, digits and underscores"),
         ({"BROKEN": r"x(\d"}, "not a valid regular expression"),
-        ({"FLAGS": r"(?i)emp-\d+"}, "not a valid regular expression"),
-        ({"ANYTHING": r"\d*"}, "matches the empty string"),
+        ({"ANYTHING": r"\d{0,9}"}, "matches the empty string"),
+        ({"UNBOUNDED": r"EMP-\d+"}, "no bound.*instead of \\+ or \\*"),
+        ({"LONG": r"x{300}"}, f"300 characters; the limit is {MAX_EXTRA_REACH}"),
+        ({"PEEK": r"x(?=.*y)"}, "no bound"),
+        ({"BEHIND": r"(?<=a{40})x"}, "looks behind 40 characters"),
     ],
 )
 def test_bad_extra_patterns_are_refused(patterns: dict[str, str], message: str) -> None:
@@ -101,9 +105,12 @@ def test_bad_extra_patterns_are_refused(patterns: dict[str, str], message: str) 
 def test_fail_policy_names_types_and_counts_never_values() -> None:
     redactor = StreamRedactor(MASKER, "fail")
 
-    assert redactor.feed("all fine so far ") == "all fine so far "
+    prose = "all fine so far " * 40
+    emitted = redactor.feed(prose)
+    assert emitted and prose.startswith(emitted)
+    assert redactor.feed("ssn 123-45-6789 on file") == ""  # held back: not judged yet
     with pytest.raises(PiiDetectedError) as raised:
-        redactor.feed("ssn 123-45-6789 on file")
+        redactor.finish()
 
     assert "SSN=1" in str(raised.value)
     assert "6789" not in str(raised.value)
@@ -135,21 +142,22 @@ def test_card_split_over_five_frames_is_caught() -> None:
     assert redactor.counts == {"CARD": 1}
 
 
-def test_prose_is_held_back_only_to_the_last_word() -> None:
+def test_extra_patterns_with_flags_and_whitespace_work() -> None:
+    masker = PiiMasker({"flags": r"(?i)emp-\d{6}", "project": r"Project [A-Z][a-z]{1,20}"})
+
+    assert masker.mask("emp-123456 on Project Falcon").text == "[REDACTED:FLAGS] on [REDACTED:PROJECT]"
+
+
+@pytest.mark.parametrize("text", ["x" * 5000, "word " * 1000, "7" * 5000, "4111" * 1250])
+def test_hold_back_is_bounded(text: str) -> None:
     redactor = StreamRedactor(MASKER)
+    bound = STEP_CHARS + MASKER.overlap + 32
 
-    assert redactor.feed("The refund was ") == "The refund was "
-    assert redactor.feed("approv") == ""
-    assert redactor.feed("ed today") == "approved "
-    assert redactor.finish() == "today"
-
-
-def test_hold_back_is_bounded_without_whitespace() -> None:
-    redactor = StreamRedactor(MASKER)
-
-    emitted = "".join(redactor.feed("x" * 100) for _ in range(10))
-
-    assert len(emitted) >= 1000 - MAX_SEGMENT_CHARS
+    emitted = 0
+    for fed in range(0, len(text), 7):
+        emitted += len(redactor.feed(text[fed : fed + 7]))
+        assert fed + 7 - emitted <= bound
+    assert emitted + len(redactor.finish()) == len(MASKER.mask(text).text)
 
 
 #: Prose, PII, lookalikes and a blob longer than a segment, glued in every way that matters.
