@@ -151,17 +151,26 @@ def luhn_ok(digits: str) -> bool:
 
 # --- SSN -----------------------------------------------------------------------------------------
 
-_SSN_AREA = r"(?!000|666|9\d\d)\d{3}"
-_SSN_DASHED = re.compile(rf"(?a)(?<![\w-])(?<!\d[.,])(?P<value>{_SSN_AREA}-(?!00)\d{{2}}-(?!0000)\d{{4}})(?![\w-]|[.,]\d)")
+def _digits(count: int) -> str:
+    """``count`` digits, maybe cut by the ``\\n`` that normalisation leaves where a number was broken."""
+    return rf"(?:\d\n?){{{count - 1}}}\d"
+
+
+_SSN_AREA = rf"(?!000|666|9\d\d){_digits(3)}"
+_SSN_GROUP = rf"(?!00){_digits(2)}"
+_SSN_SERIAL = rf"(?!0000){_digits(4)}"
+_SSN_DASHED = re.compile(
+    rf"(?a)(?<![\w-])(?<!\d[.,])(?P<value>{_SSN_AREA}-{_SSN_GROUP}-{_SSN_SERIAL})(?![\w-]|[.,]\d)"
+)
 _SSN_KEYWORD = (
-    r"(?<![A-Za-z])(?i:ssn|ss\#|ss[ _-]?no\b\.?|social[\s_-]{0,3}security(?:[\s_-]{0,3}(?:number|num|no\b\.?|\#))?"
+    r"(?i:ssn|(?<![A-Za-z])ss(?:\#|[ _-]?no\b\.?)|social[\s_-]{0,3}security(?:[\s_-]{0,3}(?:number|num|no\b\.?|\#))?"
     r"|soc\.?[\s_-]{0,3}sec\.?(?:[\s_-]{0,3}(?:number|num|no\b\.?|\#))?)"
 )
 _SSN_FILLER = r"(?:[\s:#=.,'\"()\[\]{}_-]|(?i:is|was|number|num|no|of)\b){0,10}"
-_SSN_LOOSE = rf"(?P<value>{_SSN_AREA}(?P<sep>[ .\n]?)(?!00)\d{{2}}(?P=sep)(?!0000)\d{{4}})"
+_SSN_LOOSE = rf"(?P<value>{_SSN_AREA}(?P<sep>[ .\n]?){_SSN_GROUP}(?P=sep){_SSN_SERIAL})"
 _SSN_AFTER_KEYWORD = re.compile(rf"(?a){_SSN_KEYWORD}{_SSN_FILLER}{_SSN_LOOSE}(?![\w-]|[.,]\d)")
 _SSN_BEFORE_KEYWORD = re.compile(
-    rf"(?a)(?<![\w-])(?<!\d[.,]){_SSN_LOOSE}(?:[\s:#=.,'\"()\[\]{{}}_-]|(?i:is|was|my|the)\b){{0,6}}{_SSN_KEYWORD}"
+    rf"(?a)(?<![\w-])(?<!\d[.,]){_SSN_LOOSE}(?:[\s:#=.,'\"()\[\]{{}}_-]|(?i:is|was|as|my|his|her|the|their|your)\b){{0,6}}{_SSN_KEYWORD}"
 )
 
 # --- IBAN ----------------------------------------------------------------------------------------
@@ -193,7 +202,7 @@ def _iban(match: re.Match[str]) -> Span | None:
         char = text[position]
         if char.isascii() and char.isalnum():
             chars.append(char.upper())
-        elif not (char == " " and chars and position + 1 < len(text) and text[position + 1] != " "):
+        elif not (char in " \n" and chars and position + 1 < len(text) and text[position + 1] not in " \n"):
             break
         position += 1
     if len(chars) < length or (position < len(text) and text[position].isascii() and text[position].isalnum()):
@@ -206,10 +215,13 @@ def _iban(match: re.Match[str]) -> Span | None:
 
 _PHONE = re.compile(
     r"(?a)(?<![\w+])(?<!\d[ .-])"
-    r"(?:(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .\n-])\d{3}[ .\n-]\d{4}|\+[1-9](?:[ .-]?\d){7,14})"
+    rf"(?:(?:\+?1[ .-]?)?(?:\({_digits(3)}\) ?|{_digits(3)}[ .\n-]){_digits(3)}[ .\n-]{_digits(4)}"
+    r"|\+[1-9](?:[ .\n-]?\d){7,14})"
     r"(?![.-]?\d|[ \n]\d{1,3}(?!\d))(?!\w)"
 )
-_BARE_PHONE = re.compile(r"(?a)(?<![\w+.,-])(?<!\d[ .])1?[2-9]\d\d[2-9]\d{6}(?![.,]?\d)(?!\w)")
+_BARE_PHONE = re.compile(
+    r"(?a)(?<![\w+.,-])(?<!\d[ .])(?:1\n?)?[2-9]\n?\d\n?\d\n?[2-9](?:\n?\d){6}(?![.,]?\d)(?!\w)"
+)
 #: A word before a bare number that makes it an id, not a phone number (``order 5123456789``).
 _ID_WORD = re.compile(
     r"(?i)(?:order|ticket|case|ref(?:erence)?|invoice|tracking|confirmation|transaction|account|acct|id|sku|"
@@ -241,12 +253,12 @@ def _email(match: re.Match[str]) -> Span | None:
 
 BUILT_IN: tuple[Detector, ...] = (
     Detector("CARD", _CARD_START, 48, _card),
-    Detector("SSN", _SSN_DASHED, 16, _value_group),
+    Detector("SSN", _SSN_DASHED, 24, _value_group),
     Detector("SSN", _SSN_AFTER_KEYWORD, 112, _value_group),
     Detector("SSN", _SSN_BEFORE_KEYWORD, 80, _value_group),
     Detector("IBAN", _IBAN_START, 72, _iban),
-    Detector("PHONE", _PHONE, 36, _whole),
-    Detector("PHONE", _BARE_PHONE, 16, _bare_phone),
+    Detector("PHONE", _PHONE, 40, _whole),
+    Detector("PHONE", _BARE_PHONE, 28, _bare_phone),
     Detector("EMAIL", _EMAIL, 260, _email),
 )
 _BUILT_IN_KINDS = frozenset(detector.kind for detector in BUILT_IN)

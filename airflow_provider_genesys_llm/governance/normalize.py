@@ -13,11 +13,15 @@ What is rewritten (each a *spot*: a short piece of original text and its replace
   else goes through NFKC (full-width forms, no-break and thin spaces become ASCII);
 - JSON escapes ``\\uXXXX``, ``\\n``, ``\\t``, ``\\"``, ``\\\\`` ...: decoded (then normalised as above).
   They are decoded wherever they occur, not only inside JSON strings: telling strings apart in a
-  stream needs the whole answer, and decoding an escape in prose only changes what detectors see;
+  stream needs the whole answer, and decoding an escape in prose only changes what detectors see.
+  ``\\uXXXX`` is decoded after any number of backslashes (up to 8), so JSON inside a JSON string
+  (``\\\\u0034``) is read too;
+- spaces next to a dash or dot between digits (``4012 - 8888``): removed;
 - a line break (real, or the JSON escapes ``\\n``/``\\r\\n``) with up to 8 spaces or tabs around
   it, between digits or dashes, or next to ``@``: removed, except that between two digits it
-  becomes one ``\\n``, which the card, phone and SSN detectors read as a group separator (cards
-  also as nothing, for a number wrapped in the middle of a group).
+  becomes one ``\\n``. So do two or more spaces, or a tab, between digits: what a filter leaves
+  when it cuts a block out of the middle of a number. The card, phone and SSN detectors read
+  ``\\n`` as a group separator (cards also as nothing: a number wrapped inside a group).
 
 Spots are found left to right with one regular expression whose matches are at most
 ``NORMALIZE_REACH`` characters long (lookarounds included), so a spot that starts at least that
@@ -30,19 +34,20 @@ import re
 import unicodedata
 from functools import lru_cache
 
-#: Most characters a spot match can read from its start, lookahead included: 8 + 4 + 8 + 1, rounded up.
-NORMALIZE_REACH = 24
-#: Characters a spot match reads before its start (one lookbehind character).
-NORMALIZE_BACK = 1
+#: Most characters a spot match can read from its start, lookahead included: 8 + 8 + 8 + 1, rounded up.
+NORMALIZE_REACH = 32
+#: Characters a spot match reads before its start (lookbehinds: a digit and a dash).
+NORMALIZE_BACK = 2
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e")
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
-_LINE_BREAK = r"[ \t]{0,8}(?:\r\n|\r|\n|\\r\\n|\\n|\\r)[ \t]{0,8}"
+_LINE_BREAK = r"[ \t]{0,8}(?:\r\n|\r|\n|\\{1,3}r\\{1,3}n|\\{1,3}[nr])[ \t]{0,8}"
 _SPOT = re.compile(
     rf"(?P<brk>(?<=[\d\-\u2010-\u2015\u2212]){_LINE_BREAK}(?=[\d\-\u2010-\u2015\u2212])"
     rf"|(?<=@){_LINE_BREAK}(?=\w)|(?<=\w){_LINE_BREAK}(?=@))"
-    r"|(?P<esc>\\(?:u[0-9A-Fa-f]{4}|[\\\"/bfnrt]))"
+    r"|(?P<gap>(?<=\d)(?:[ \t]{2,8}|\t)(?=\d)|(?<=\d)[ \t]{1,8}(?=[-.]\d)|(?<=\d[-.])[ \t]{1,8}(?=\d))"
+    r"|(?P<esc>\\{1,8}u[0-9A-Fa-f]{4}|\\[\\\"/bfnrt])"
     r"|(?P<uni>[^\x00-\x7f])"
 )
 
@@ -67,10 +72,10 @@ def _replacement(match: re.Match[str]) -> str:
     if match.lastgroup == "uni":
         return normalize_char(text)
     if match.lastgroup == "esc":
-        decoded = chr(int(text[2:], 16)) if text[1] == "u" else _ESCAPES[text[1]]
+        decoded = chr(int(text[-4:], 16)) if len(text) > 5 else _ESCAPES[text[1]]
         return "".join(map(normalize_char, decoded)) if not decoded.isascii() else decoded
-    before, after = match.string[match.start() - 1], match.string[match.end()]
-    return "\n" if before.isdecimal() and after.isdecimal() else ""
+    between_digits = match.string[match.start() - 1].isdecimal() and match.string[match.end()].isdecimal()
+    return "\n" if between_digits else ""
 
 
 class StreamNormalizer:
