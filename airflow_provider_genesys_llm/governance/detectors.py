@@ -61,6 +61,30 @@ def _value_group(match: re.Match[str]) -> Span:
     return match.span("value")
 
 
+def pattern_reach(pattern: str) -> tuple[int, int]:
+    """(characters a match can read from its start, characters its lookbehinds read before it).
+
+    The longest match plus every lookahead's longest match: an upper bound, since a lookahead
+    inside the match reads no further than its own width past the match's end.
+    """
+    tree = sre_parser.parse(pattern)
+    reach = tree.getwidth()[1] + sum(width for ahead, width in _lookarounds(tree) if ahead)
+    return reach, max((width for ahead, width in _lookarounds(tree) if not ahead), default=0)
+
+
+def _lookarounds(tree: object) -> Iterator[tuple[bool, int]]:
+    """(is a lookahead, max width) of every lookaround anywhere in a parsed pattern."""
+    if isinstance(tree, sre_parser.SubPattern):
+        for op, argument in tree.data:
+            if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                direction, subpattern = argument
+                yield direction > 0, subpattern.getwidth()[1]
+            yield from _lookarounds(argument)
+    elif isinstance(tree, (tuple, list)):
+        for item in tree:
+            yield from _lookarounds(item)
+
+
 # --- cards -------------------------------------------------------------------------------------
 
 _CARD_START = re.compile(r"(?a)(?<![\w+])(?=(?:\d[ .\n-]?){13})\d")
@@ -251,15 +275,20 @@ def _email(match: re.Match[str]) -> Span | None:
     return (match.start(), end) if all(_EMAIL_LABEL.fullmatch(label) for label in labels) else None
 
 
+def _built_in(kind: str, pattern: re.Pattern[str], check: Check, check_reach: int = 0) -> Detector:
+    """A detector whose reach covers its pattern (computed) and its check (``check_reach``, by reading it)."""
+    return Detector(kind, pattern, max(pattern_reach(pattern.pattern)[0] + 2, check_reach), check)
+
+
 BUILT_IN: tuple[Detector, ...] = (
-    Detector("CARD", _CARD_START, 48, _card),
-    Detector("SSN", _SSN_DASHED, 24, _value_group),
-    Detector("SSN", _SSN_AFTER_KEYWORD, 112, _value_group),
-    Detector("SSN", _SSN_BEFORE_KEYWORD, 80, _value_group),
-    Detector("IBAN", _IBAN_START, 72, _iban),
-    Detector("PHONE", _PHONE, 40, _whole),
-    Detector("PHONE", _BARE_PHONE, 28, _bare_phone),
-    Detector("EMAIL", _EMAIL, 260, _email),
+    _built_in("CARD", _CARD_START, _card, check_reach=_CARD_MAX_DIGITS * 2 + 6),  # 20 digits, separators, 2 after
+    _built_in("SSN", _SSN_DASHED, _value_group),
+    _built_in("SSN", _SSN_AFTER_KEYWORD, _value_group),
+    _built_in("SSN", _SSN_BEFORE_KEYWORD, _value_group),
+    _built_in("IBAN", _IBAN_START, _iban, check_reach=max(IBAN_LENGTHS.values()) * 2 + 4),  # spaced, 2 after
+    _built_in("PHONE", _PHONE, _whole),
+    _built_in("PHONE", _BARE_PHONE, _bare_phone),
+    _built_in("EMAIL", _EMAIL, _email),  # the check reads one character past the match
 )
 _BUILT_IN_KINDS = frozenset(detector.kind for detector in BUILT_IN)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -286,9 +315,7 @@ def extra_detectors(patterns: Mapping[str, str]) -> tuple[Detector, ...]:
 
 def _checked_reach(kind: str, pattern: str) -> int:
     """How far a match can read from its start; refused if unbounded or over the limits."""
-    tree = sre_parser.parse(pattern)
-    reach = tree.getwidth()[1] + sum(width for ahead, width in _lookarounds(tree) if ahead)
-    behind = max((width for ahead, width in _lookarounds(tree) if not ahead), default=0)
+    reach, behind = pattern_reach(pattern)
     if reach > MAX_EXTRA_REACH:
         bound = "no bound" if reach >= sre_constants.MAXREPEAT else f"{reach} characters"
         raise ValueError(
@@ -298,16 +325,3 @@ def _checked_reach(kind: str, pattern: str) -> int:
     if behind > DETECTOR_BACK:
         raise ValueError(f"masking pattern {kind} looks behind {behind} characters; the limit is {DETECTOR_BACK}")
     return reach + 2  # ``$``, ``\b`` and ``\Z`` read one more character
-
-
-def _lookarounds(tree: object) -> Iterator[tuple[bool, int]]:
-    """(is a lookahead, max width) of every lookaround anywhere in a parsed pattern."""
-    if isinstance(tree, sre_parser.SubPattern):
-        for op, argument in tree.data:
-            if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-                direction, subpattern = argument
-                yield direction > 0, subpattern.getwidth()[1]
-            yield from _lookarounds(argument)
-    elif isinstance(tree, (tuple, list)):
-        for item in tree:
-            yield from _lookarounds(item)
