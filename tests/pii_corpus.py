@@ -30,7 +30,8 @@ class PiiCase:
 
 
 def _full_width(text: str) -> str:
-    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else "\u3000" if char == " " else char for char in text)
+    wide = (chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else "\u3000" if char == " " else char for char in text)
+    return "".join(wide)
 
 
 def _json_escaped(text: str) -> str:

@@ -58,7 +58,9 @@ def test_case_is_masked_whole_and_the_rest_is_kept(case: PiiCase) -> None:
 
 @pytest.mark.parametrize("case", PII_CASES, ids=CASE_IDS)
 def test_fail_policy_stops_every_case_and_names_no_value(case: PiiCase) -> None:
-    for run in (lambda: apply_policy(MASKER, case.text, "fail"), lambda: streamed(PROSE + case.text, [PROSE, case.text], "fail")):
+    whole = lambda: apply_policy(MASKER, case.text, "fail")  # noqa: E731
+    stream = lambda: streamed(PROSE + case.text, [PROSE, case.text], "fail")  # noqa: E731
+    for run in (whole, stream):
         with pytest.raises(PiiDetectedError) as raised:
             run()
         assert raised.value.counts == {case.kind: 1}
@@ -80,7 +82,8 @@ def test_stream_random_splits_of_the_whole_corpus_equal_whole_masking() -> None:
     rng = random.Random(8)
     for _ in range(40):
         cases = rng.sample(PII_CASES, 12)
-        text = "".join(rng.choice((" ", "\n", "; ", PROSE[: rng.randint(0, 300)] + " ")) + case.text + " " for case in cases)
+        glue = (" ", "\n", "; ", PROSE[: rng.randint(0, 300)] + " ")
+        text = "".join(rng.choice(glue) + case.text + " " for case in cases)
         expected = MASKER.mask(text)
 
         assert streamed(text, random_tokens(rng, text)) == (expected.text, expected.counts)
@@ -126,7 +129,7 @@ def test_forty_plain_records_crossing_every_old_cut() -> None:
 
 def think_variants(case: PiiCase) -> list[str]:
     """The value inside a reasoning block, around one, and cut in two by one."""
-    variants = [f"<think>{case.text}</think>Done.", f"<think>checking</think>{case.text}", f"{case.text}<think>unclosed"]
+    variants = [f"<think>{case.text}</think>Done.", f"<think>hm</think>{case.text}", f"{case.text}<think>unclosed"]
     if case.value in case.text:
         middle = case.text.index(case.value) + len(case.value) // 2
         variants.append(f"{case.text[:middle]}<think>x</think>{case.text[middle:]}")
@@ -174,7 +177,8 @@ def test_false_positive_rate_on_pii_free_lines_is_printed_and_below_one_percent(
 
 def test_raw_leaks_sees_every_spelling_and_not_masked_values() -> None:
     value = "4539 1488 0343 6467"
-    spellings = ["4539148803436467", "4539-1488-0343-6467", "４５３９ １４８８ ０３４３ ６４６７", "4539\u200b1488 0343 6467",
+    spellings = ["4539148803436467", "4539-1488-0343-6467", "４５３９ １４８８ ０３４３ ６４６７",
+                 "4539\u200b1488 0343 6467",
                  "\\\\u0034539 1488 0343 6467", "4539 1488\n0343 6467", '"4539","1488","0343","6467"']
     for spelling in spellings:
         assert value in raw_leaks(f"log: {spelling} end"), spelling

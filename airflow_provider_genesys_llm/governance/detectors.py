@@ -194,7 +194,8 @@ _SSN_FILLER = r"(?:[\s:#=.,'\"()\[\]{}_-]|(?i:is|was|number|num|no|of)\b){0,10}"
 _SSN_LOOSE = rf"(?P<value>{_SSN_AREA}(?P<sep>[ .\n]?){_SSN_GROUP}(?P=sep){_SSN_SERIAL})"
 _SSN_AFTER_KEYWORD = re.compile(rf"(?a){_SSN_KEYWORD}{_SSN_FILLER}{_SSN_LOOSE}(?![\w-]|[.,]\d)")
 _SSN_BEFORE_KEYWORD = re.compile(
-    rf"(?a)(?<![\w-])(?<!\d[.,]){_SSN_LOOSE}(?:[\s:#=.,'\"()\[\]{{}}_-]|(?i:is|was|as|my|his|her|the|their|your)\b){{0,6}}{_SSN_KEYWORD}"
+    rf"(?a)(?<![\w-])(?<!\d[.,]){_SSN_LOOSE}"
+    rf"(?:[\s:#=.,'\"()\[\]{{}}_-]|(?i:is|was|as|my|his|her|the|their|your)\b){{0,6}}{_SSN_KEYWORD}"
 )
 
 # --- IBAN ----------------------------------------------------------------------------------------

@@ -19,12 +19,14 @@ the overlap carried between chunks: ``PiiMasker.overlap`` characters, 260 for th
 whitespace, so values in compact JSON are found wherever the tokens split.
 
 Memory and cost. The stream redactor works in steps of ``STEP_CHARS`` new characters and holds
-back at most ``STEP_CHARS`` + ``overlap`` + ``NORMALIZE_REACH`` characters. Each step rescans at
-most ``reach`` characters per detector, so the cost is linear in the stream.
-Measured with ``time.process_time`` on this project's 2-core machine, 100k tokens of 4.8
-characters of contact-center prose (1% carrying PII), best of 5, redact policy, both versions in
-the same run: ``StreamRedactor.feed`` cost 1.4 us of CPU per token with the previous,
-whitespace-segment design and MEASURED_AFTER with this one.
+back at most ``STEP_CHARS`` + ``overlap`` + ``NORMALIZE_REACH`` characters (about 560). Each step
+rescans at most ``reach`` characters per detector, so the cost is linear in the stream.
+Measured with ``time.process_time`` on this project's 2-core machine, both versions in the same
+run, best of 5, redact policy, 100k tokens of contact-center prose (4.8 characters a token, 1%
+carrying PII): ``StreamRedactor.feed`` costs 1.46 us of CPU per token, against 1.31 us for the
+previous design (whitespace segments cut at 256 characters, which missed values across the cut).
+A compact JSON answer full of PII in every spelling costs 2.5 us per token (1.3 before), and
+``PiiMasker.mask`` about 190 ns per character (170 before).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
 from .detectors import BUILT_IN, DETECTOR_BACK, Detector, extra_detectors
-from .normalize import NORMALIZE_BACK, NORMALIZE_REACH, StreamNormalizer
+from .normalize import NORMALIZE_BACK, StreamNormalizer
 
 MaskingPolicy = Literal["redact", "fail", "flag"]
 #: Policies for model output: replace findings, stop the task, or pass the text on and report.
@@ -252,7 +254,8 @@ class _Scanner:
         while self._spans and self._spans[0][0] < until:
             start, end, kind = self._spans.pop(0)
             out.append(self._raw[position - self._raw_base : start - self._raw_base])
-            out.append(self._raw[start - self._raw_base : end - self._raw_base] if self._policy == "flag" else f"[REDACTED:{kind}]")
+            flagged = self._raw[start - self._raw_base : end - self._raw_base]
+            out.append(flagged if self._policy == "flag" else f"[REDACTED:{kind}]")
             position = end
         until = max(until, position)
         out.append(self._raw[position - self._raw_base : until - self._raw_base])
