@@ -6,7 +6,7 @@ it in the form under test. ``tests/test_pii_corpus.py`` pushes every case throug
 
 ``raw_leaks(text)`` says which raw values of the corpus appear in any text (a log, an XCom, a
 table dump, what a gateway received), whatever their spelling: it normalises the text (NFKC,
-zero-width characters, JSON escapes at any depth) and compares letters and digits only, so
+zero-width characters, JSON and URL escapes) and compares letters and digits only, so
 ``4111 1111``, ``4111-1111`` and ``４１１１\u200b1111`` all count as the digits ``41111111``.
 """
 
@@ -114,13 +114,19 @@ PII_CASES: tuple[PiiCase, ...] = (
 DIGIT_KINDS = frozenset({"CARD", "SSN", "PHONE"})
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
-_ESCAPE = re.compile(r"\\+u([0-9a-fA-F]{4})")
+_ESCAPE = re.compile(r"\\+(?:u([0-9a-fA-F]{4})|[nrtbf])|%([0-9a-fA-F]{2})")
 _NOT_ALNUM = re.compile(r"[^0-9a-z@]+")
 
 
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1) or match.group(2)
+    return chr(int(code, 16)) if code else " "
+
+
 def compact(text: str) -> str:
-    """Letters, digits and ``@`` only, lower case, after undoing every spelling trick."""
-    text = _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
+    """Letters, digits and ``@`` only, lower case, after undoing every spelling trick (JSON escapes
+    at any depth, ``%40`` URL escapes, NFKC, zero-width characters)."""
+    text = _ESCAPE.sub(_unescape, text)
     text = unicodedata.normalize("NFKC", text.translate(_ZERO_WIDTH)).lower()
     return _NOT_ALNUM.sub("", text)
 

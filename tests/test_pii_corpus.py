@@ -182,7 +182,9 @@ def test_raw_leaks_sees_every_spelling_and_not_masked_values() -> None:
                  "\\\\u0034539 1488 0343 6467", "4539 1488\n0343 6467", '"4539","1488","0343","6467"']
     for spelling in spellings:
         assert value in raw_leaks(f"log: {spelling} end"), spelling
+    assert value in raw_leaks(json.dumps({"log": "4539 1488\n0343 6467"}))  # a JSON-escaped line break
     assert raw_leaks("JANE.DOE@EXAMPLE.COM") == ["jane.doe@example.com"]
+    assert raw_leaks("/search?q=jane.doe%40example.com") == ["jane.doe@example.com"]
     assert raw_leaks("card [REDACTED:CARD], ssn [REDACTED:SSN], 4539 1488 0343") == []
 
 

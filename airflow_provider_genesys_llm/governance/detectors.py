@@ -32,7 +32,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from re import _constants as sre_constants, _parser as sre_parser  # type: ignore[attr-defined]
+
+try:  # the regular expression parser: private, but the only way to bound what a pattern reads
+    from re import _constants as sre_constants, _parser as sre_parser  # type: ignore[attr-defined]
+except ImportError:  # Python 3.10
+    import sre_constants
+    import sre_parse as sre_parser
 
 #: Longest reach allowed for an extra pattern, lookaheads included.
 MAX_EXTRA_REACH = 256
