@@ -101,7 +101,7 @@ async def test_killed_mid_batch_then_rerun_stores_each_item_exactly_once(emulato
         "BATCH_WS_URL": emulator.ws_url,
         "BATCH_CONNINFO": pg_connect.server.conninfo,
         "BATCH_SCHEMA": pg_connect.schema,
-        "PYTHONPATH": str(HERE),
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
     }
     child = subprocess.Popen([sys.executable, str(HERE / "batch_child.py")], env=env)
     try:
