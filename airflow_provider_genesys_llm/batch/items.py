@@ -182,7 +182,8 @@ def scan_item(raw: Mapping[str, Any]) -> tuple[str, str] | None:
             return "bad_type", f"{where}: a {type(value).__name__} is not a JSON value"
     metadata = raw.get("metadata")
     if metadata is not None and len(json.dumps(metadata, ensure_ascii=False)) > MAX_METADATA_CHARS:
-        return "oversize_metadata", f"metadata: larger than {MAX_METADATA_CHARS} characters as JSON; store less per item"
+        reason = f"metadata: larger than {MAX_METADATA_CHARS} characters as JSON; store less per item"
+        return "oversize_metadata", reason
     return None
 
 

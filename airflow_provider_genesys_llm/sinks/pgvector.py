@@ -353,7 +353,8 @@ class PgVectorStore:
             cur.execute(sql.SQL(_FAILURES_DDL).format(table=self._failures))
             if self._check_dimension(cur):
                 # Tables created before rows could await their embedding: a catalog-only change.
-                cur.execute(sql.SQL("ALTER TABLE {table} ALTER COLUMN embedding DROP NOT NULL").format(table=self._table))
+                alter = sql.SQL("ALTER TABLE {table} ALTER COLUMN embedding DROP NOT NULL")
+                cur.execute(alter.format(table=self._table))
             if self.index == "hnsw":
                 cur.execute(self._create_index_sql(concurrently=False))
 
@@ -442,11 +443,8 @@ class PgVectorStore:
             return 0
         columns = sql.SQL("id, embedding")
         with self._cursor("set_embeddings") as cur:
-            cur.execute(
-                sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA").format(
-                    stage=_VECTOR_STAGE, columns=columns, table=self._table
-                )
-            )
+            stage = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
+            cur.execute(stage.format(stage=_VECTOR_STAGE, columns=columns, table=self._table))
             copy_sql = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(
                 stage=_VECTOR_STAGE, columns=columns
             )
