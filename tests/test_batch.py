@@ -123,11 +123,13 @@ async def test_killed_mid_batch_then_rerun_stores_each_item_exactly_once(emulato
 
     emulator.reset()
     _, stats = await run_batch(emulator, pg_connect, make_items(600))
-    assert stats.skipped_existing == partial
+    assert stats.skipped_existing + stats.embedded_earlier == partial  # killed before embedding: awaiting rows
     assert emulator.counters()["ws_requests"] == 600 - partial
     with pg_connect() as conn:
-        rows, distinct = conn.execute("SELECT count(*), count(DISTINCT source_id) FROM results").fetchone()
-    assert rows == distinct == 600
+        rows, distinct, embedded = conn.execute(
+            "SELECT count(*), count(DISTINCT source_id), count(embedding) FROM results"
+        ).fetchone()
+    assert rows == distinct == embedded == 600
 
 
 async def test_similarity_search_finds_the_expected_neighbour(emulator, pg_connect):
