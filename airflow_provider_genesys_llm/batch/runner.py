@@ -239,8 +239,8 @@ class BatchRunner:
         for window in _windows(items, self._settings.window):
             for entry in await self._plan(window):
                 await queue.put(entry)
-            if max(len(self._failures), len(self._resumed)) >= self._settings.chunk_size:
-                await self._flush()  # invalid items and resumed rows are streamed out, never piled up
+            if self._chunk_full():
+                await self._flush(only_if_full=True)  # invalid items and resumed rows are streamed out, never piled up
             self._progress()
         for _ in range(workers):
             await queue.put(None)
@@ -290,9 +290,12 @@ class BatchRunner:
             position, planned = entry
             await self._complete(planned)
             self._item_step(position)
-            if max(len(self._results), len(self._failures)) >= self._settings.chunk_size:
-                await self._flush()
+            if self._chunk_full():
+                await self._flush(only_if_full=True)
             self._progress()
+
+    def _chunk_full(self) -> bool:
+        return max(len(self._results), len(self._failures), len(self._resumed)) >= self._settings.chunk_size
 
     async def _complete(self, planned: PlannedCompletion) -> None:
         """One item: mask the prompt, complete, govern the output; a gateway or policy failure stays
@@ -435,10 +438,16 @@ class BatchRunner:
         if self._audit is not None:
             self._audit.append(audits)
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, only_if_full: bool = False) -> None:
         """Store what is held, then embed it: a failure of the embedder or the vector write leaves
-        the paid rows stored and awaiting their embedding."""
+        the paid rows stored and awaiting their embedding.
+
+        ``only_if_full``: skip if, by the time the lock is ours, another flush took the chunk (workers
+        queue on the lock while a flush runs; without this each would write a sliver).
+        """
         async with self._flush_lock:
+            if only_if_full and not self._chunk_full():
+                return
             rows, failures, audits, to_embed = self._take()
             await self._store(rows, failures, audits)
             if not to_embed:
