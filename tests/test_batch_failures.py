@@ -256,9 +256,10 @@ async def test_values_postgres_or_json_cannot_hold_are_invalid_items(emulator, p
     items[3]["metadata"] = {"big": "x" * 70_000}
     items[4]["metadata"] = {"ratio": math.inf}
     items[5]["metadata"] = {1: "not a string key"}
-    stats = await run(emulator, pg_connect, items)
-    assert (stats.succeeded, stats.invalid) == (1, 5)
-    assert dict(stats.invalid_reasons) == {"bad_type": 3, "oversize_metadata": 1, "bad_number": 1}
+    items.append(dict(make_items(7)[6], temperature=[]))
+    stats = await run(emulator, pg_connect, items, total_hint=len(items))
+    assert (stats.succeeded, stats.invalid, stats.items_done) == (1, 6, 7)
+    assert dict(stats.invalid_reasons) == {"bad_type": 3, "oversize_metadata": 1, "bad_number": 1, "empty_matrix": 1}
 
 
 async def test_an_answer_with_a_nul_character_is_stored_not_lost(emulator, pg_connect):
@@ -311,3 +312,39 @@ def test_jsonl_lines_longer_than_the_limit_are_skipped_without_being_held(tmp_pa
     first, second = list(iter_jsonl(path))
     assert (first.code, first.source_id) == ("line_too_long", "long.jsonl:1")
     assert second == {"id": "b", "text": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("table", "dimension", "fails_without_retry"),
+    [("analytics.insights", 384, True), ("results", 3, True), ("results", 384, False)],
+)
+async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_help(
+    emulator, pg_server, pg_connect, monkeypatch, table, dimension, fails_without_retry
+):
+    from airflow.sdk.exceptions import AirflowFailException
+    from fixtures_postgres import export_airflow_connection
+
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    export_airflow_connection(monkeypatch, "batch_pg", pg_server)
+    if not fails_without_retry:  # a database that is not there (yet): transient, Airflow retries
+        unreachable = {"conn_type": "postgres", "host": "/nonexistent", "port": 5432, "login": "postgres",
+                       "schema": "postgres", "extra": {"connect_timeout": 2}}
+        monkeypatch.setenv("AIRFLOW_CONN_BATCH_PG", json.dumps(unreachable))
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", json.dumps({
+        "conn_type": "genesys_llm", "login": "emulator-client", "password": "emulator-secret",
+        "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
+                  "stream_base_url": emulator.ws_url},
+    }))
+    existing = PgVectorStore.from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
+    if fails_without_retry:
+        with existing:
+            existing.ensure_schema()  # a 384-d table, so dimension=3 is a mismatch
+    operator = GenesysLLMBatchCompletionOperator(
+        task_id="batch", items=make_items(3), table=table, schema=pg_connect.schema, postgres_conn_id="batch_pg",
+        embedding_dimension=dimension, index_mode="none", audit_table=None,
+    )
+    with pytest.raises(Exception) as caught:
+        await operator.aexecute({})
+    assert isinstance(caught.value, AirflowFailException) is fails_without_retry
+    assert emulator.counters()["ws_requests"] == 0

@@ -228,6 +228,9 @@ def plan_item(
         return InvalidItem(invalid_id, item.id, reason, "empty_prompt")
     temperatures = fields.pop("temperature", None)
     temperatures = temperatures if isinstance(temperatures, list) else [temperatures]
+    if not temperatures:
+        invalid_id, _ = _invalid_id(raw, position)
+        return InvalidItem(invalid_id, item.id, "temperature: an empty list asks for no completion", "empty_matrix")
     source_text = item.text if item.text is not None else " ".join(m.content for m in messages or () if m.role == "user")
     planned = []
     try:
