@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench lint clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,21 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	touch $@
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# Everything but the tests that start real Airflow processes or a browser: the inner loop.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not airflow and not browser"
 
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py
+
+# Formatting, lint and type checks; settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+# Not yet part of `test`: the current code has findings to fix first.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) bench/stream_throughput.py

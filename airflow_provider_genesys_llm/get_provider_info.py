@@ -1,7 +1,8 @@
 """Provider metadata for Airflow's provider manager.
 
 Airflow calls this while loading its own configuration, so it must not import Airflow
-(PITFALLS: importing ``airflow.sdk`` here caused a circular import).
+(importing ``airflow.sdk`` here caused a circular import; see
+docs/operations.md#get_provider_info-must-not-import-airflow).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import threading
@@ -58,6 +59,7 @@ from airflow_provider_genesys_llm.client import (  # noqa: E402
     GatewayClient,
     GatewayConfig,
 )
+from airflow_provider_genesys_llm.governance.keys import IdKey  # noqa: E402
 from airflow_provider_genesys_llm.sinks.pgvector import FailureRow, IndexMode, PgVectorStore, ResultRow  # noqa: E402
 
 CONCURRENCY = 32
@@ -275,6 +277,7 @@ async def run_batch(args: argparse.Namespace) -> RunResult:
                     sink,
                     TimedEmbedder(client.embed, clocks.embeddings),
                     settings=BatchSettings(concurrency=CONCURRENCY, chunk_size=args.chunk_size, window=args.window),
+                    id_key=IdKey(secrets.token_hex(32)),
                     context=RunContext(dag_id="bench", task_id="batch_to_pgvector", run_id=f"bench-{args.items}"),
                     total_hint=args.items,
                 )

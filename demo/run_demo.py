@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from datetime import datetime, timedelta, timezone
 import socket
 import subprocess
@@ -73,7 +74,18 @@ def airflow_env(gateway: str, pg: pgserver.PostgresServer) -> dict[str, str]:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
         "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
+        "AIRFLOW_VAR_GENESYS_LLM_ID_KEY": demo_id_key(),
     }
+
+
+def demo_id_key() -> str:
+    """The demo deployment's id key, made once and kept beside its data so re-runs keep their ids."""
+    path = STATE / "id_key"
+    if not path.exists():
+        STATE.mkdir(exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def airflow(env: dict[str, str], *args: str) -> None:

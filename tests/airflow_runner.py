@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from batch_items import TEST_ID_KEY_TEXT
+
 
 def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> dict[str, str]:
     genesys = {
@@ -24,6 +26,7 @@ def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> d
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
         "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
+        "AIRFLOW_VAR_GENESYS_LLM_ID_KEY": TEST_ID_KEY_TEXT,
     }
 
 

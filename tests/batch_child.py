@@ -10,7 +10,7 @@ import psycopg
 from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
-from batch_items import make_items
+from batch_items import TEST_ID_KEY, make_items
 
 
 async def main() -> None:
@@ -25,7 +25,10 @@ async def main() -> None:
         stream_base_url=os.environ["BATCH_WS_URL"], max_concurrency=4, requests_per_minute=1_000_000,
     )
     async with GatewayClient(config) as client:
-        await BatchRunner(client, store, client.embed, settings=BatchSettings(concurrency=4, chunk_size=20, window=50)).run(make_items(600))
+        runner = BatchRunner(
+            client, store, client.embed, id_key=TEST_ID_KEY, settings=BatchSettings(concurrency=4, chunk_size=20, window=50)
+        )
+        await runner.run(make_items(600))
 
 
 asyncio.run(main())

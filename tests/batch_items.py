@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_genesys_llm.governance.keys import IdKey
+
+#: The id key of every test (a real deployment generates its own once and keeps it).
+TEST_ID_KEY_TEXT = "test-deployment-id-key-0123456789abcdef"
+TEST_ID_KEY = IdKey(TEST_ID_KEY_TEXT)
+
 TOPICS = (
     "I was charged twice for my March invoice and want a refund",
     "Please cancel my subscription, the price went up again",

@@ -1,4 +1,6 @@
-"""Shared fixtures: one gateway emulator for the whole session, reset before each test."""
+"""Shared fixtures: one gateway emulator for the whole session, reset before each test; one
+migrated Airflow metadata database; markers that let ``make test-fast`` leave out real Airflow
+processes and the browser."""
 
 from __future__ import annotations
 
@@ -13,6 +15,24 @@ import pytest
 from airflow_provider_genesys_llm.emulator import EmulatorServer
 
 pytest_plugins = ["fixtures_postgres"]
+
+#: Bytecode for every process the tests start. These machines set PYTHONDONTWRITEBYTECODE, which
+#: makes every `airflow` process compile Airflow from source (~15 s each); with it unset and one
+#: shared cache, only the first process of a fresh clone pays
+#: (docs/operations.md#airflow-recompiles-itself-when-bytecode-writing-is-off).
+BYTECODE_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "bytecode"
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
+
+#: Fixtures that start real Airflow processes; a test using one is marked ``airflow``.
+AIRFLOW_FIXTURES = frozenset({"airflow_home"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs real Airflow processes, so ``-m "not airflow"`` leaves them out."""
+    for item in items:
+        if AIRFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.airflow)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from airflow_provider_genesys_llm.client.errors import (
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore
 from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_retryable
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError
-from batch_items import make_items
+from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
 from test_batch import gateway_config, table_count
 
 #: Every failing run must end within this many seconds (issue 9: "fails within 60 s").
@@ -45,7 +45,7 @@ async def run(emulator, connect, items, *, chunk_size=10, concurrency=4, embed="
     store.ensure_schema()
     async with GatewayClient(config or gateway_config(emulator)) as client:
         runner = BatchRunner(
-            client, store, embedder or client.embed,
+            client, store, embedder or client.embed, id_key=TEST_ID_KEY,
             settings=BatchSettings(concurrency=concurrency, chunk_size=chunk_size, window=50, embed=embed,
                                    sink_timeout_seconds=20, embed_timeout_seconds=20, cancel_grace_seconds=5),
             context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),
@@ -156,7 +156,7 @@ async def test_a_hanging_embedder_is_bounded(emulator, pg_connect):
     store.ensure_schema()
     started = time.monotonic()
     async with GatewayClient(gateway_config(emulator)) as client:
-        runner = BatchRunner(client, store, never, settings=BatchSettings(
+        runner = BatchRunner(client, store, never, id_key=TEST_ID_KEY, settings=BatchSettings(
             concurrency=4, chunk_size=5, embed_timeout_seconds=1, cancel_grace_seconds=1))
         with pytest.raises(BatchTimeoutError, match="embed_timeout_seconds"):
             async with asyncio.timeout(FAIL_WITHIN):
@@ -207,9 +207,9 @@ async def test_wrong_secret_stops_the_batch_at_once(emulator, pg_connect):
 BAD_LINES = {
     "nul_in_id": b'{"id": "a\\u0000b", "text": "hello"}',
     "nul_in_metadata": b'{"id": "m", "text": "hello", "metadata": {"note": "x\\u0000"}}',
-    "surrogate_in_text": b'{"id": "s", "text": "broken \\ud800 text"}',
+    "surrogate_in_text": b'{"id": "s", "text": "SURROGATE-TEXT \\ud800"}',
     "surrogate_in_id": b'{"id": "\\udc00", "text": "hello"}',
-    "not_utf8": b'{"id": "u", "text": "caf\xe9"}',
+    "not_utf8": b'{"id": "u", "text": "LATIN1-TEXT caf\xe9"}',
     "not_json": b'{"id": "j", "text": ',
     "nan_metadata": b'{"id": "n", "text": "hello", "metadata": {"score": NaN}}',
     "too_deep": b'{"id": "d", "text": "hello", "metadata": ' + b'[' * 40 + b']' * 40 + b'}',
@@ -246,7 +246,7 @@ async def test_bad_bytes_and_characters_make_only_their_item_invalid(emulator, p
     assert "not valid UTF-8" in failures["items.jsonl:11"]
     log = caplog.text
     assert f"{len(BAD_LINES)} invalid items" in log and "empty_prompt=3" in log and "item #6 (nul_character)" in log
-    assert "broken" not in log and "caf" not in log  # reasons only, never item text
+    assert "SURROGATE-TEXT" not in log and "LATIN1-TEXT" not in log  # reasons only, never item text
 
 
 async def test_values_postgres_or_json_cannot_hold_are_invalid_items(emulator, pg_connect):
@@ -327,6 +327,7 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
     from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
 
     export_airflow_connection(monkeypatch, "batch_pg", pg_server)
+    monkeypatch.setenv("AIRFLOW_VAR_GENESYS_LLM_ID_KEY", TEST_ID_KEY_TEXT)
     if not fails_without_retry:  # a database that is not there (yet): transient, Airflow retries
         unreachable = {"conn_type": "postgres", "host": "/nonexistent", "port": 5432, "login": "postgres",
                        "schema": "postgres", "extra": {"connect_timeout": 2}}

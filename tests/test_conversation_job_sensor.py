@@ -205,6 +205,9 @@ def test_poke_waits_until_fulfilled_then_counts_every_conversation(gateway):
          "Query exceeded the result limit."),
         ({"config": {"job_outcome": "EXPIRED"}}, "EXPIRED", "The query results have expired."),
         ({"fault": {"state": "CANCELLED"}}, "CANCELLED", "The query was cancelled."),
+        # A malicious or careless gateway quoting a customer: the message is kept, the PII is not.
+        ({"fault": {"state": "FAILED", "error_message": "Row for jane.doe@example.com / 4111 1111 1111 1111 failed."}},
+         "FAILED", "Row for [REDACTED:EMAIL] / [REDACTED:CARD] failed."),
     ],
 )
 def test_a_job_that_ends_without_results_fails_naming_the_state_and_error_message(gateway, arm, state, message):
@@ -445,7 +448,7 @@ class DagRunResult:
 
 
 @pytest.fixture(scope="module")
-def dag_run(airflow_home, emulator_server, tmp_path_factory, request) -> DagRunResult:
+def dag_run(airflow_home, emulator_server, tmp_path_factory) -> DagRunResult:
     """One run: a job per mode on a healthy emulator, and a job per mode on a second emulator
     whose jobs end FAILED."""
     dags = tmp_path_factory.mktemp("job_sensor_dags")
@@ -465,11 +468,7 @@ def dag_run(airflow_home, emulator_server, tmp_path_factory, request) -> DagRunR
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": connection_json(emulator_server),
             "AIRFLOW_CONN_GENESYS_LLM_FAILING": connection_json(failing),
-            # As in the gateway sensor's DAG test: a bytecode cache spares every `airflow`
-            # process compiling Airflow from source on this machine.
-            "PYTHONPYCACHEPREFIX": str(request.config.cache.mkdir("airflow-bytecode")),
         }
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
         done = dags_test(env, DAG_ID, DAY.date().isoformat())
     result = DagRunResult(done.returncode, done.stdout + done.stderr, airflow_home)
     for mode in ("poke", "deferrable"):

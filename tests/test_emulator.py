@@ -1,6 +1,6 @@
 """The gateway emulator itself, over real sockets, with raw httpx / websockets clients.
 
-These tests pin the emulator to GATEWAY_PROTOCOL.md independently of the provider's client,
+These tests pin the emulator to docs/protocol.md independently of the provider's client,
 so a client test that fails against the emulator points at the client, not at the emulator.
 """
 

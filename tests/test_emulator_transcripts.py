@@ -1,6 +1,6 @@
 """Section 9 of the emulator (analytics detail jobs, transcript URLs), over real sockets with raw httpx.
 
-Like test_emulator.py, these pin the emulator to GATEWAY_PROTOCOL.md without the provider's
+Like test_emulator.py, these pin the emulator to docs/protocol.md (protocol section 9) without the provider's
 client: a backfill test that fails against the emulator then points at the client.
 """
 

@@ -306,7 +306,7 @@ with DAG(dag_id={DAG_ID!r}, schedule=None, catchup=False):
 
 
 @pytest.fixture(scope="module")
-def sensor_dag_env(airflow_home, tmp_path_factory, request) -> dict[str, str]:
+def sensor_dag_env(airflow_home, tmp_path_factory) -> dict[str, str]:
     """The session's migrated AIRFLOW_HOME with a DAGs folder holding only this module's DAG."""
     dags = tmp_path_factory.mktemp("sensor_dags")
     (dags / "gateway_sensor_dag.py").write_text(textwrap.dedent(DAG_FILE))
@@ -315,12 +315,7 @@ def sensor_dag_env(airflow_home, tmp_path_factory, request) -> dict[str, str]:
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # This machine sets PYTHONDONTWRITEBYTECODE, so every `airflow` process compiles Airflow
-        # from source (~15 s); a bytecode cache in pytest's cache directory saves that from the
-        # second session on.
-        "PYTHONPYCACHEPREFIX": str(request.config.cache.mkdir("airflow-bytecode")),
     }
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -104,10 +104,10 @@ async def test_async_stream_in_chunks(hook):
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == whole.text
 
 
-def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, tmp_path):
+def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, airflow_home):
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
@@ -119,7 +119,6 @@ def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, t
         return done.stdout
 
     assert "airflow-provider-genesys-llm" in run("providers", "list")
-    run("db", "migrate")
     extra = json.loads(connection_json(emulator))["extra"]
     run(
         "connections", "add", "genesys_llm_cli", "--conn-type", "genesys_llm",
@@ -127,3 +126,33 @@ def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, t
     )
     assert "Connection success!" in run("connections", "test", "genesys_llm_cli")
     assert emulator.counters()["status"] == 1  # the CLI's test really reached the gateway
+
+
+PII_PROMPT = [{"role": "user", "content": "Refund card 4111 1111 1111 1111 for jane.doe@example.com"}]
+PII_ANSWER = "Refunded 5500 0000 0000 0004, mail sent to jane.doe@example.com."
+
+
+def test_hook_governs_by_default_and_the_opt_out_is_explicit(hook, emulator):
+    emulator.add_fault(endpoint="any", kind="pii_output", text=PII_ANSWER, split=4, count=None)
+    governed = hook.complete(PII_PROMPT)
+    sse = hook.complete(PII_PROMPT, transport="sse")
+    vectors = hook.embed(["card 4111 1111 1111 1111"])
+    received = "\n".join(emulator.received_payloads())
+    for text in (governed.text, sse.text, received):
+        assert "4111 1111 1111 1111" not in text and "5500 0000 0000 0004" not in text
+        assert "jane.doe@example.com" not in text
+    assert "[REDACTED:CARD]" in governed.text and "[REDACTED:EMAIL]" in sse.text and len(vectors) == 1
+
+    raw = GenesysLLMHook(governance=False)
+    try:
+        assert "5500 0000 0000 0004" in raw.complete(PII_PROMPT).text  # the fault really sends PII
+    finally:
+        raw.close()
+
+
+async def test_hook_stream_masks_a_value_split_across_chunks(hook, emulator):
+    emulator.add_fault(endpoint="ws", kind="pii_output", text=PII_ANSWER, split=9, count=None)
+    events = [e async for e in hook.astream(PII_PROMPT, chunk_tokens=1)]
+    streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert "5500 0000 0000 0004" not in streamed and "[REDACTED:CARD]" in streamed
+    assert sum(isinstance(e, TokenEvent) for e in events) > 1  # it did arrive in pieces

@@ -12,7 +12,6 @@ chunk's completions were paid for, or the whole task.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,6 +26,7 @@ from ..client.config import GatewayConfig
 from ..client.errors import RequestValidationError
 from ..client.limits import build_request
 from ..client.models import CompletionRequest, Message
+from ..governance.keys import IdKey
 
 #: Namespace for request ids derived from result ids, so a retried item keeps its request id.
 REQUEST_ID_NAMESPACE = uuid.UUID("5f0b8a64-4a55-4c1e-9b1a-6b7e0c0a3d21")
@@ -89,8 +89,11 @@ class InvalidItem:
     error_class: str = "RequestValidationError"
 
 
-def result_id_for(source_id: str, request: CompletionRequest) -> str:
-    """A stable id of (source id, prompt, model, parameters); never depends on request ids or time."""
+def result_id_for(source_id: str, request: CompletionRequest, key: IdKey) -> str:
+    """A stable, keyed id of (source id, prompt, model, parameters); never depends on request ids or time.
+
+    Keyed (``IdKey``), so the id reveals nothing about the prompt to whoever lacks the key.
+    """
     identity = {
         "source_id": source_id,
         "model": request.model,
@@ -103,8 +106,7 @@ def result_id_for(source_id: str, request: CompletionRequest) -> str:
         "max_tokens": request.max_tokens,
         "stop": list(request.stop_sequences),
     }
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return key.digest("result", identity)[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,9 @@ def _storable_id(raw: Any) -> str | None:
     return value
 
 
-def _invalid_id(raw: Any, position: int) -> tuple[str, str]:
+def _invalid_id(raw: Any, position: int, key: IdKey) -> tuple[str, str]:
     source_id = _storable_id(raw) or f"#{position}"
-    return hashlib.sha256(f"invalid:{source_id}".encode()).hexdigest()[:32], source_id
+    return key.digest("invalid", source_id)[:32], source_id
 
 
 def _describe(exc: ValidationError) -> tuple[str, str]:
@@ -197,24 +199,24 @@ def _is_empty_prompt(messages: list[Message] | None, prompt_id: str | None) -> b
 
 
 def plan_item(
-    raw: Any, position: int, config: GatewayConfig, defaults: Mapping[str, Any]
+    raw: Any, position: int, config: GatewayConfig, defaults: Mapping[str, Any], key: IdKey
 ) -> list[PlannedCompletion] | InvalidItem:
     """Validate one raw item against the item schema and protocol section 8."""
     if isinstance(raw, UnreadableItem):
-        invalid_id, _ = _invalid_id({"id": raw.source_id}, position)
+        invalid_id, _ = _invalid_id({"id": raw.source_id}, position, key)
         return InvalidItem(invalid_id, raw.source_id, raw.reason, raw.code)
     if not isinstance(raw, Mapping):
-        invalid_id, source_id = _invalid_id(raw, position)
+        invalid_id, source_id = _invalid_id(raw, position, key)
         reason = f"item is a {type(raw).__name__}, expected a mapping with an 'id'"
         return InvalidItem(invalid_id, source_id, reason, "not_mapping")
     problem = scan_item(raw)
     if problem is not None:
-        invalid_id, source_id = _invalid_id(raw, position)
+        invalid_id, source_id = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, source_id, problem[1], problem[0])
     try:
         item = BatchItem.model_validate(raw)
     except ValidationError as exc:
-        invalid_id, source_id = _invalid_id(raw, position)
+        invalid_id, source_id = _invalid_id(raw, position, key)
         code, reason = _describe(exc)
         return InvalidItem(invalid_id, source_id, reason, code)
     fields: dict[str, Any] = {**defaults}
@@ -223,13 +225,13 @@ def plan_item(
     if messages is None and item.text is not None:
         messages = [Message(role="user", content=item.text)]
     if _is_empty_prompt(messages, fields.get("prompt_id")):
-        invalid_id, _ = _invalid_id(raw, position)
+        invalid_id, _ = _invalid_id(raw, position, key)
         reason = "the prompt is empty or whitespace only: nothing to complete (not sent, not billed)"
         return InvalidItem(invalid_id, item.id, reason, "empty_prompt")
     temperatures = fields.pop("temperature", None)
     temperatures = temperatures if isinstance(temperatures, list) else [temperatures]
     if not temperatures:
-        invalid_id, _ = _invalid_id(raw, position)
+        invalid_id, _ = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, item.id, "temperature: an empty list asks for no completion", "empty_matrix")
     source_text = item.text if item.text is not None else " ".join(m.content for m in messages or () if m.role == "user")
     planned = []
@@ -238,11 +240,11 @@ def plan_item(
             request = build_request(
                 config, messages=messages, variables=item.variables, temperature=temperature, **fields
             )
-            result_id = result_id_for(item.id, request)
+            result_id = result_id_for(item.id, request, key)
             request = request.model_copy(update={"request_id": str(uuid.uuid5(REQUEST_ID_NAMESPACE, result_id))})
             planned.append(PlannedCompletion(result_id, item.id, request, source_text, item.metadata))
     except RequestValidationError as exc:
-        invalid_id, _ = _invalid_id(raw, position)
+        invalid_id, _ = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, item.id, exc.message, "request_limit")
     return planned
 

@@ -21,6 +21,7 @@ Two promises shape the flush:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -33,7 +34,9 @@ from typing import Any, Protocol
 
 from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayError
 from ..client.errors import GatewayAuthError, GatewayConnectionError, GatewayPermissionError
-from ..governance.audit import AuditLog, AuditRecord, Timings, TokenUsage, prompt_sha256
+from ..governance.audit import AuditLog, AuditRecord
+from ..governance.completion import completion_audit_record
+from ..governance.keys import IdKey
 from ..governance.masking import PiiDetectedError
 from ..governance.policy import Governance, GovernedOutput
 from ..sinks.pgvector import FailureRow, ResultRow
@@ -136,6 +139,7 @@ class BatchRunner:
         sink: ResultSink,
         embedder: Embedder,
         *,
+        id_key: IdKey,
         settings: BatchSettings = BatchSettings(),
         context: RunContext = RunContext(),
         request_defaults: Mapping[str, Any] | None = None,
@@ -147,6 +151,7 @@ class BatchRunner:
         self._client = client
         self._sink = sink
         self._embed = embedder
+        self._id_key = id_key
         self._settings = settings
         self._context = context
         self._defaults = dict(request_defaults or {})
@@ -248,14 +253,9 @@ class BatchRunner:
     async def _plan(self, window: list[tuple[int, Any]]) -> list[tuple[int, PlannedCompletion]]:
         planned: list[tuple[int, PlannedCompletion]] = []
         for position, raw in window:
-            outcome = plan_item(raw, position, self._client.config, self._defaults)
+            outcome = plan_item(raw, position, self._client.config, self._defaults, self._id_key)
             if isinstance(outcome, InvalidItem):
-                self.stats.note_invalid(position, outcome.code, outcome.reason)
-                self.stats.note_failure(outcome.source_id)
-                self.stats.items_done += 1
-                self._failures.append(
-                    self._failure_row(outcome.result_id, outcome.source_id, outcome.error_class, outcome.reason, 0)
-                )
+                self._note_invalid(outcome, position)
             else:
                 planned.extend((position, p) for p in outcome)
                 self._open_items[position] = len(outcome)
@@ -313,7 +313,7 @@ class BatchRunner:
                 attempts = 1
                 for kind, found in exc.counts.items():
                     counts[kind] = counts.get(kind, 0) + found
-            self._record_failure(planned, request, type(exc).__name__, str(exc), attempts, counts)
+            self._record_failure(planned, request, type(exc).__name__, self._masked(str(exc)), attempts, counts)
             return
         self._account(result, prompt_counts, governed)
         self._results.append((planned, result, governed))
@@ -328,7 +328,7 @@ class BatchRunner:
     ) -> None:
         self.stats.failed += 1
         self.stats.attempts += attempts
-        self.stats.note_failure(planned.source_id)
+        self.stats.note_failure(self._masked(planned.source_id))
         self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
         self._audit_record(planned, request, status="failed", error_class=error_class, attempts=attempts, masking=masking)
         if self._observer is not None:
@@ -346,30 +346,9 @@ class BatchRunner:
         masking: dict[str, int] | None = None,
         filters: tuple[str, ...] = (),
     ) -> None:
-        context = self._context
-        record = AuditRecord(
-            kind="completion",
-            status=status,  # type: ignore[arg-type]
-            request_id=request.request_id,
-            correlation_id=result.correlation_id if result else None,
-            dag_id=context.dag_id,
-            task_id=context.task_id,
-            run_id=context.run_id,
-            map_index=context.map_index,
-            try_number=context.try_number,
-            owner=context.owner,
-            conn_id=context.conn_id,
-            model=request.model,
-            prompt_id=request.prompt_id,
-            prompt_sha256=prompt_sha256(request.messages, request.system, request.prompt_id, request.variables),
-            parameters={"temperature": request.temperature, "max_tokens": request.max_tokens, "transport": request.transport},
-            usage=TokenUsage(**result.usage.model_dump()) if result else None,
-            timings=Timings(connect_ms=result.connect_ms, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
-                            tokens_per_second=result.tokens_per_second) if result else None,
-            attempts=result.attempts if result else attempts,
-            error_class=error_class,
-            masking_counts=masking or {},
-            filters_applied=filters,
+        record = completion_audit_record(
+            request, key=self._id_key, context=dataclasses.asdict(self._context), status=status,  # type: ignore[arg-type]
+            result=result, error_class=error_class, attempts=attempts, masking=masking, filters=filters,
         )
         self.stats.note_audit(record.audit_id)
         log.info("%s", AuditLog.to_log_line(record))
@@ -492,7 +471,7 @@ class BatchRunner:
         """The row of a paid completion, stored awaiting its embedding."""
         return ResultRow(
             id=planned.result_id,
-            source_id=planned.source_id,
+            source_id=self._masked(planned.source_id),
             content=storable(governed.text),
             embedding=None,
             model=result.model,
@@ -513,17 +492,41 @@ class BatchRunner:
             task_id=self._context.task_id,
             run_id=self._context.run_id,
             metadata={
-                **planned.metadata,
+                **self._masked_metadata(planned.metadata),
                 "masking_counts": governed.masking_counts,
                 "filters_applied": list(governed.filters_applied),
                 **({"embedding_fallback": fallback} if fallback else {}),
             },
         )
 
+    def _note_invalid(self, invalid: InvalidItem, position: int) -> None:
+        reason = self._masked(invalid.reason)
+        self.stats.note_invalid(position, invalid.code, reason)
+        self.stats.note_failure(self._masked(invalid.source_id))
+        self.stats.items_done += 1
+        self._failures.append(self._failure_row(invalid.result_id, invalid.source_id, invalid.error_class, reason, 0))
+
+    def _masked(self, text: str) -> str:
+        """Free text on its way to a row, a log or XCom: ids, reasons and error messages included."""
+        return self._governance.mask_text(text)[0]
+
+    def _masked_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Item metadata with every string (keys too) masked: DAG authors put customer fields there."""
+        def walk(value: Any) -> Any:
+            if isinstance(value, str):
+                return self._masked(value)
+            if isinstance(value, Mapping):
+                return {walk(key): walk(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [walk(item) for item in value]
+            return value
+
+        return walk(dict(metadata))
+
     def _failure_row(self, result_id: str, source_id: str, error_class: str, message: str, attempts: int) -> FailureRow:
         return FailureRow(
             id=result_id,
-            source_id=source_id,
+            source_id=self._masked(source_id),
             error_class=error_class,
             message=storable(message[:1000]),
             attempts=attempts,

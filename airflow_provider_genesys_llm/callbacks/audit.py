@@ -8,7 +8,7 @@ The batch operator uses the same builder for its own task record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 DEFAULT_AUDIT_TABLE = "genesys_llm_audit"
 
 
+def record_context(context: Mapping[str, Any], *, owner: str | None = None, conn_id: str | None = None) -> dict[str, Any]:
+    """The run's ids that every audit record of this task instance carries."""
+    ti = context["ti"]
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "map_index": ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None,
+        "try_number": ti.try_number,
+        "owner": owner,
+        "conn_id": conn_id,
+    }
+
+
 def task_audit_record(
     context: Mapping[str, Any],
     *,
@@ -37,24 +51,16 @@ def task_audit_record(
     compliance_tag: str = COMPLIANCE_TAG,
 ) -> AuditRecord:
     """The ``kind="task"`` record of the task instance in ``context``."""
-    ti = context["ti"]
-    task = context.get("task")
     return AuditRecord(
         kind="task",
         status=status,  # type: ignore[arg-type]
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        map_index=ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None,
-        try_number=ti.try_number,
-        owner=getattr(task, "owner", None),
-        conn_id=conn_id,
         model=model,
         usage=TokenUsage(**usage) if usage else None,
         attempts=attempts,
         error_class=error_class,
         masking_counts=dict(masking_counts or {}),
         compliance_tag=compliance_tag,
+        **record_context(context, owner=getattr(context.get("task"), "owner", None), conn_id=conn_id),
     )
 
 
@@ -65,10 +71,14 @@ def audit_store(postgres_conn_id: str, table: str = DEFAULT_AUDIT_TABLE, schema:
     return store
 
 
-def write_task_record(record: AuditRecord, postgres_conn_id: str | None, table: str = DEFAULT_AUDIT_TABLE) -> None:
-    log.info("%s", AuditLog.to_log_line(record))
+def write_audit_records(
+    records: Sequence[AuditRecord], postgres_conn_id: str | None, table: str = DEFAULT_AUDIT_TABLE
+) -> None:
+    """Each record to the task log, and to the audit chain when a Postgres connection is given."""
+    for record in records:
+        log.info("%s", AuditLog.to_log_line(record))
     if postgres_conn_id:
-        audit_store(postgres_conn_id, table).append([record])
+        audit_store(postgres_conn_id, table).append(records)
 
 
 def _status_of(context: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -86,7 +96,7 @@ def audit_task_callback(
     def callback(context: Mapping[str, Any]) -> None:
         status, error_class = _status_of(context)
         record = task_audit_record(context, status=status, error_class=error_class, compliance_tag=compliance_tag)
-        write_task_record(record, postgres_conn_id, table)
+        write_audit_records([record], postgres_conn_id, table)
 
     return callback
 

@@ -1,6 +1,6 @@
 """A local Genesys Cloud LLM Gateway: OAuth, WebSocket and SSE completions, embeddings, status.
 
-An independent implementation of the wire contract (`GATEWAY_PROTOCOL.md`, sections 1-8), with
+An independent implementation of the wire contract (`docs/protocol.md`, protocol sections 1-9), with
 fault injection and counters, for testing and benchmarking the provider's client without a
 Genesys Cloud tenant. Start it in-process (`EmulatorServer`), or as a process with
 `python -m airflow_provider_genesys_llm.emulator`.

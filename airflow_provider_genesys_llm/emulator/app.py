@@ -105,8 +105,10 @@ async def embeddings(request: Request) -> Response:
     if admission.refusal is not None:
         return admission.refusal
     config = state.config
+    raw = await request.body()
+    state.counters.note_payload(raw)
     try:
-        body = decode_json(await request.body())
+        body = decode_json(raw)
         texts = _embedding_inputs(body, config)
     except InvalidRequest as exc:
         return platform_error(400, str(exc), admission.correlation_id, admission.headers)

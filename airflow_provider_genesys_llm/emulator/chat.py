@@ -187,8 +187,10 @@ def chat_endpoint(route: ChatRoute) -> Callable[[Request], Awaitable[Response]]:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         headers = {**admission.headers, "X-Request-Id": request_id}
         first_sighting = state.record_completion(route.endpoint, request_id)
+        body = await request.body()
+        state.counters.note_payload(body)
         try:
-            completion = route.parse(decode_json(await request.body()), request_id, state.config)
+            completion = route.parse(decode_json(body), request_id, state.config)
         except InvalidRequest as exc:
             return route.shape.error_response(400, str(exc), admission.correlation_id, headers)
         plan = plan_completion(state, route.endpoint, completion, first_sighting)

@@ -173,6 +173,10 @@ class EmulatorServer:
         """A snapshot of the counters (see `Counters.snapshot`)."""
         return self._on_loop(self.state.counters.snapshot)
 
+    def received_payloads(self) -> list[str]:
+        """The last completion and embeddings request payloads, as the emulator received them."""
+        return self._on_loop(lambda: list(self.state.counters.payloads))
+
     def reset(self, *, tokens: bool = False) -> None:
         """Startup config and faults, zero counters; `tokens=True` also forgets issued tokens."""
         self._on_loop(lambda: self.state.reset(tokens=tokens))

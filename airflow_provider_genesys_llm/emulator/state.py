@@ -49,6 +49,7 @@ DETAIL_COUNTERS: tuple[str, ...] = (
 )
 MAX_ANALYTICS_JOBS = 1000  # the oldest job is forgotten beyond this
 REQUEST_ID_HISTORY = 10_000
+PAYLOAD_HISTORY = 10_000
 # Enough memory for `fail_first_attempt_ratio` to recognise a retry in any realistic test run.
 SIGHTED_REQUEST_IDS = 100_000
 RATE_WINDOW_SECONDS = 60.0
@@ -85,6 +86,12 @@ class Counters:
         self.values: Counter[str] = Counter()
         self.request_ids: deque[dict[str, str]] = deque(maxlen=REQUEST_ID_HISTORY)
         self.ws_client_ids: Counter[str] = Counter()
+        # Request payloads as they arrived, for tests that check what left the client (masking).
+        self.payloads: deque[str] = deque(maxlen=PAYLOAD_HISTORY)
+
+    def note_payload(self, payload: bytes | str) -> None:
+        """Keep one completion or embeddings request body (or WebSocket request message) as received."""
+        self.payloads.append(payload if isinstance(payload, str) else payload.decode("utf-8", "replace"))
 
     def count_request(self, counter: str) -> None:
         """One request arrived at an endpoint (refused or not)."""

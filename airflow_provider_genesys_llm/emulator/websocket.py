@@ -134,6 +134,7 @@ async def _serve_requests(websocket: WebSocket, state: EmulatorState) -> None:
     An invalid request gets an `invalid_request` error frame and the session stays usable."""
     while (text := await _next_message(websocket, state)) is not None:
         state.counters.add("ws_requests")
+        state.counters.note_payload(text)
         try:
             body = decode_json(text)
             request_id = request_id_of(body)

@@ -14,8 +14,10 @@ from pydantic import ValidationError
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ..client import CompletionResult, GatewayClient, GatewayConfig, GatewayProtocolError, GatewayStatus, StreamEvent
+from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayConfig, GatewayProtocolError, GatewayStatus, StreamEvent
 from ..client.transcripts import JOBS_PATH, JobStatus, TranscriptSource
+from ..governance.completion import GovernedCompletion, complete_governed, stream_governed
+from ..governance.policy import Governance
 from ._loop import BackgroundLoop
 
 if TYPE_CHECKING:
@@ -37,6 +39,10 @@ class GenesysLLMHook(BaseHook):
 
     ``retry=False`` on the status methods makes one attempt instead of the connection's retry
     policy: for sensors and triggers, whose next check is their retry.
+
+    Governance is on by default: prompts and texts to embed are masked before they leave, answers
+    are filtered and masked before they are returned (``governance=Governance(...)`` configures
+    it). ``governance=False`` is the explicit opt-out for callers that govern text themselves.
     """
 
     conn_name_attr = "genesys_llm_conn_id"
@@ -44,9 +50,14 @@ class GenesysLLMHook(BaseHook):
     conn_type = "genesys_llm"
     hook_name = "Genesys Cloud LLM Gateway"
 
-    def __init__(self, genesys_llm_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self, genesys_llm_conn_id: str = default_conn_name, *, governance: Governance | bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.genesys_llm_conn_id = genesys_llm_conn_id
+        if governance is True:
+            governance = Governance()
+        self.governance: Governance | None = governance or None
         self._loop: BackgroundLoop | None = None
         self._sync_client: GatewayClient | None = None
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GatewayClient] = (
@@ -135,35 +146,61 @@ class GenesysLLMHook(BaseHook):
     # --- completions ----------------------------------------------------------------------
 
     def complete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
-        """Run one completion and return its result.
+        """Run one completion and return its result (``text`` governed unless governance is off).
 
         Options: ``model``, ``transport``, ``temperature``, ``max_tokens``, ``prompt_id``,
         ``variables``, ``system``, ``stop_sequences``, ``response_format``.
         """
-        client = self.get_conn()
-        request = client.request(messages=messages, **options)
-        return self._run(client.complete(request))
+        return self._run(self._acomplete_with(self.get_conn(), messages, **options))
+
+    def complete_governed(self, request: CompletionRequest) -> GovernedCompletion:
+        """Run ``request`` (made with ``get_conn().request(...)``) and say what governance did:
+        masking counts, filters applied, the request as sent."""
+        return self._run(complete_governed(self.get_conn(), request, self._governance()))
 
     async def acomplete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
-        client = await self.aget_async_client()
-        return await client.complete(client.request(messages=messages, **options))
+        return await self._acomplete_with(await self.aget_async_client(), messages, **options)
+
+    async def _acomplete_with(
+        self, client: GatewayClient, messages: Sequence[Any] | None = None, **options: Any
+    ) -> CompletionResult:
+        request = client.request(messages=messages, **options)
+        if self.governance is None:
+            return await client.complete(request)
+        return (await complete_governed(client, request, self.governance)).result
 
     async def astream(
         self, messages: Sequence[Any] | None = None, *, chunk_tokens: int = 1, **options: Any
     ) -> AsyncIterator[StreamEvent]:
-        """Stream events (tokens, or chunks of ``chunk_tokens`` tokens, and restarts)."""
+        """Stream events (tokens, or chunks of ``chunk_tokens`` tokens, and restarts), masked
+        unless governance is off (filters need the whole answer and are not applied to a stream)."""
         client = await self.aget_async_client()
-        stream = client.stream(client.request(messages=messages, **options))
-        async for event in stream.chunks(chunk_tokens):
+        request = client.request(messages=messages, **options)
+        if self.governance is None:
+            events = client.stream(request).chunks(chunk_tokens)
+        else:
+            events = stream_governed(client, request, self.governance, chunk_tokens=chunk_tokens)
+        async for event in events:
             yield event
+
+    def _governance(self) -> Governance:
+        if self.governance is None:
+            raise ValueError("this hook was made with governance=False; use complete() for ungoverned text")
+        return self.governance
+
+    def _outgoing(self, texts: Sequence[str]) -> list[str]:
+        """Texts to embed as they may leave: masked unless governance is off."""
+        if self.governance is None:
+            return list(texts)
+        return [self.governance.masker.mask(text).text for text in texts]
 
     # --- other endpoints ------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
-        return self._run(self.get_conn().embed(texts, model=model))
+        return self._run(self.get_conn().embed(self._outgoing(texts), model=model))
 
     async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
-        return await (await self.aget_async_client()).embed(texts, model=model)
+        return await (await self.aget_async_client()).embed(self._outgoing(texts), model=model)
 
     # --- conversation transcripts (real Genesys Cloud APIs) --------------------------------
 

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
-from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, task_audit_record
+from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, record_context, task_audit_record
 from ..client import GatewayClient
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
 from ..governance.filters import OutputFilter
@@ -25,6 +25,8 @@ from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
 from .metrics import StatsObserver
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
+from .rendered_fields import MaskedRenderedFieldsMixin
 from ..sinks.pgvector import PgVectorStore, airflow_conninfo
 
 #: Request options that apply to every item unless the item overrides them.
@@ -49,7 +51,7 @@ def is_retryable(exc: BaseException) -> bool:
     return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
-class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
+class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOperator):
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
@@ -61,6 +63,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
 
     template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
     template_fields_renderers = {"sql": "sql", "items": "json"}
+    masked_template_fields = ("items", "sql_parameters", "system")
 
     def __init__(
         self,
@@ -97,6 +100,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         audit_table: str | None = DEFAULT_AUDIT_TABLE,
         audit_conn_id: str | None = None,
         compliance_tag: str = COMPLIANCE_TAG,
+        id_key_variable: str = ID_KEY_VARIABLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -141,6 +145,8 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         self.audit_table = audit_table
         self.audit_conn_id = audit_conn_id or postgres_conn_id
         self.compliance_tag = compliance_tag
+        self.id_key_variable = id_key_variable
+        self.preview_masker = self.governance.masker
 
     def _source(self) -> tuple[Any, int | None]:
         """The items iterable and its length when known cheaply (for the ETA)."""
@@ -148,8 +154,8 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             return iter_jsonl(self.jsonl_path), None
         if self.sql is not None:
             conninfo = airflow_conninfo(BaseHook.get_connection(self.source_conn_id))
-            return iter_query(lambda: psycopg.connect(conninfo), self.sql, self.sql_parameters), None
-        items = check_items_source(self.items)
+            return iter_query(lambda: psycopg.connect(conninfo), self.sql, self.raw_field("sql_parameters")), None
+        items = check_items_source(self.raw_field("items"))
         return items, len(items) if isinstance(items, Sequence) else None
 
     async def aexecute(self, context: Context) -> dict[str, Any]:
@@ -165,6 +171,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             ) from exc
 
     async def _run(self, context: Context) -> dict[str, Any]:
+        id_key = get_id_key(self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         client = hook.get_async_client()
         store = PgVectorStore.from_airflow(
@@ -176,16 +183,7 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
         )
         store.ensure_schema()
         audit = audit_store(self.audit_conn_id, self.audit_table) if self.audit_table else None
-        ti = context["ti"]
-        run_context = RunContext(
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None,
-            try_number=ti.try_number,
-            owner=self.owner,
-            conn_id=self.genesys_llm_conn_id,
-        )
+        run_context = RunContext(**record_context(context, owner=self.owner, conn_id=self.genesys_llm_conn_id))
         settings = BatchSettings(
             concurrency=self.concurrency or client.config.max_concurrency,
             chunk_size=self.chunk_size,
@@ -193,13 +191,14 @@ class GenesysLLMBatchCompletionOperator(BaseAsyncOperator):
             embed=self.embed,
             progress_interval_seconds=self.progress_interval_seconds,
         )
-        defaults = {name: getattr(self, name) for name in REQUEST_DEFAULTS if getattr(self, name) is not None}
+        defaults = {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
         items, total = self._source()
         runner = BatchRunner(
             client,
             store,
             self.embedder or client.embed,
             settings=settings,
+            id_key=id_key,
             context=run_context,
             request_defaults=defaults,
             total_hint=total,

@@ -76,7 +76,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         while (status := await source.job_status(job_id)).state not in TERMINAL_STATES:
             await asyncio.sleep(self.poll_interval)
         if status.state != "FULFILLED":
-            raise ConversationJobFailedError(f"analytics job {job_id} ended {status.state}: {status.errorMessage or 'no message'}")
+            message = PiiMasker().mask(status.errorMessage).text if status.errorMessage else "no message"
+            raise ConversationJobFailedError(f"analytics job {job_id} ended {status.state}: {message}")
         return job_id
 
     async def aexecute(self, context: Context) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
+from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..operators.rendered_fields import MaskedRenderedFieldsMixin
 from ..triggers.gateway import (
     DEFAULT_PROBE_MAX_TOKENS,
     DEFAULT_PROBE_PROMPT,
@@ -31,7 +33,7 @@ DEFAULT_MAX_POLL_INTERVAL = 600.0
 DEFERRAL_GRACE_SECONDS = 60.0
 
 
-class GenesysLLMGatewaySensor(BaseSensorOperator):
+class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, BaseSensorOperator):
     """Wait until the gateway reports ``available`` and its rate-limit window has room.
 
     Ready means: status ``available`` (or ``degraded`` with ``accept_degraded=True``) and at least
@@ -60,6 +62,8 @@ class GenesysLLMGatewaySensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("genesys_llm_conn_id", "probe_prompt")
+    masked_template_fields = ("probe_prompt",)
+    preview_masker = PiiMasker()
 
     def __init__(
         self,
@@ -133,7 +137,8 @@ class GenesysLLMGatewaySensor(BaseSensorOperator):
         latencies = None
         if self.probe:
             try:
-                result = self.hook.complete(probe_messages(self.probe_prompt), max_tokens=self.probe_max_tokens)
+                prompt = self.raw_field("probe_prompt")
+                result = self.hook.complete(probe_messages(prompt), max_tokens=self.probe_max_tokens)
             except Exception as exc:
                 if not readiness.observe_error(exc, probe=True):
                     raise
@@ -160,6 +165,8 @@ class GenesysLLMGatewaySensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 max_poll_interval=max(self.poke_interval, max_poll),
                 probe=self.probe,
+                # Masked: the trigger's arguments are stored in Airflow's database, and the gateway
+                # would receive the masked prompt anyway.
                 probe_prompt=self.probe_prompt,
                 probe_max_tokens=self.probe_max_tokens,
             ),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.triggers.base import TriggerEvent
 
 from ..client.transcripts import TERMINAL_STATES, JobStatus
+from ..governance.masking import PiiMasker
 from ._polling import DeadlinePollingTrigger, describe_error, is_transient
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class ConversationJobWatch:
         self.checks += 1
         self.last_error = None
         self.state = status.state
-        self.error_message = status.errorMessage
+        # The gateway's free text may quote a conversation: masked before it can reach a log or an event.
+        self.error_message = PiiMasker().mask(status.errorMessage).text if status.errorMessage else None
         if status.state == "FULFILLED":
             return "fulfilled"
         return "failed" if status.state in TERMINAL_STATES else "waiting"

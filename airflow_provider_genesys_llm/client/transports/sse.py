@@ -87,7 +87,7 @@ class SSETransport:
         try:
             async for event in EventSource(response).aiter_sse():
                 if not event.data:
-                    continue  # a comment block after an id: field must not be dispatched (PITFALLS)
+                    continue  # docs/operations.md#sse-comment-blocks-arrive-as-empty-events
                 if event.event == "error":
                     status, hints = _error_event(event.data)
                     raise error_from_response(
