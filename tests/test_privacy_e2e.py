@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +144,16 @@ def test_no_raw_pii_in_any_store_on_any_path(airflow_home, emulator, pg_server, 
 
     leaks = {name: raw_leaks(text, extra=OUTPUT_VALUES) for name, text in stores.items()}
     assert not any(leaks.values()), {name: found for name, found in leaks.items() if found}
+
+    # Every task that appended audit records published the head it left, and the chain matches them.
+    assert stores["task logs"].count("GENESYS_AUDIT_HEAD") >= 3  # batch, its callback, the completion
+    logs = [str(path) for path in Path(airflow_home, "logs").rglob("*") if path.is_file()]
+    verify = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo,
+         *(argument for path in logs for argument in ("--witness-log", path))],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert verify.returncode == 0 and "audit chain OK" in verify.stdout, verify.stdout + verify.stderr
 
 
 def test_without_an_id_key_the_operators_fail_before_any_spend(airflow_home, emulator, pg_server):

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
-from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, record_context, task_audit_record
+from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, record_context, task_audit_record
 from ..client import GatewayClient
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
 from ..governance.filters import OutputFilter
@@ -258,14 +258,17 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             compliance_tag=self.compliance_tag,
         )
         self.log.info("%s", AuditLog.to_log_line(record))
+        head = None
         if audit is not None:
             audit.append([record])
+            head = publish_head(audit)
         manifest = stats.manifest(
             sink_table=f"{self.schema}.{self.table}",
             asset_uri=store.asset_uri,
             run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
+            audit_head=head.to_dict() if head else None,
         )
         self.log.info("batch manifest: %s", manifest)
         ti.xcom_push(key="return_value", value=manifest)
