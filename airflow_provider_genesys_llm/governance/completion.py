@@ -95,7 +95,7 @@ def completion_audit_record(
         correlation_id=result.correlation_id if result else None,
         model=request.model,
         prompt_id=request.prompt_id,
-        prompt_sha256=prompt_fingerprint(key, request),
+        prompt_hmac=prompt_fingerprint(key, request),
         parameters={"temperature": request.temperature, "max_tokens": request.max_tokens, "transport": request.transport},
         usage=TokenUsage(**result.usage.model_dump()) if result else None,
         timings=Timings(
