@@ -6,10 +6,11 @@ REST calls, SSE streams, OAuth and refused WebSocket upgrades all answer failure
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+
+import httpx
 
 from .errors import (
     GatewayAuthError,
@@ -18,7 +19,13 @@ from .errors import (
     GatewayPermissionError,
     GatewayRateLimitError,
     GatewayUnavailableError,
+    safe_code,
+    safe_correlation_id,
 )
+from .parsing import loads_or_none
+
+#: Error bodies are read up to this size; the rest is dropped (a status says enough).
+MAX_ERROR_BODY_BYTES = 64 * 1024
 
 CORRELATION_HEADER = "ININ-Correlation-Id"
 
@@ -45,28 +52,40 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _body_fields(body: bytes) -> tuple[str, str]:
-    """(code, message) from a platform or OAuth error body; empty strings when unreadable."""
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        return "", ""
+    """(code, free text) from a platform, OAuth or OpenAI error body; empty strings when unreadable
+    (not JSON, nested too deeply, larger than ``MAX_ERROR_BODY_BYTES``)."""
+    data = loads_or_none(body[:MAX_ERROR_BODY_BYTES])
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        data = data["error"]  # the OpenAI shape
     if not isinstance(data, dict):
         return "", ""
-    code = str(data.get("code") or data.get("error") or "")
-    message = str(data.get("message") or data.get("error_description") or data.get("description") or "")
-    return code, message[:300]
+    code = data.get("code") or data.get("error") or ""
+    parts = [data.get(key) for key in ("message", "error_description", "description", "messageParams")]
+    message = " ".join(str(part) for part in parts if part)
+    return (code if isinstance(code, str) else ""), message
 
 
 def error_from_response(
     status: int, headers: Mapping[str, str], body: bytes, *, what: str
 ) -> GatewayError:
-    """The typed error for a non-2xx answer to ``what`` (e.g. ``"POST /api/v2/.../embeddings"``)."""
-    code, message = _body_fields(body)
-    correlation_id = headers.get(CORRELATION_HEADER.lower()) or headers.get(CORRELATION_HEADER)
-    detail = f"{what} answered {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    """The typed error for a non-2xx answer to ``what`` (e.g. ``"POST /api/v2/.../embeddings"``).
+
+    The status decides the class; the body's free text goes to ``server_message`` only, and its
+    code and the correlation id reach the message only when they look like a code and a UUID.
+    """
+    raw_code, message = _body_fields(body)
+    code = safe_code(raw_code)
+    raw_correlation_id = headers.get(CORRELATION_HEADER.lower()) or headers.get(CORRELATION_HEADER)
+    correlation_id = safe_correlation_id(raw_correlation_id)
+    detail = f"{what} answered {status}" + (f" {code}" if code else "")
     if correlation_id:
         detail += f" (correlation id {correlation_id})"
-    common = {"status_code": status, "code": code or None, "correlation_id": correlation_id}
+    common = {
+        "status_code": status,
+        "code": code,
+        "correlation_id": correlation_id,
+        "server_message": message or None,
+    }
     if status == 401:
         return GatewayAuthError(detail, **common)
     if status == 403:
@@ -78,3 +97,18 @@ def error_from_response(
     if status >= 500:
         return GatewayUnavailableError(detail, retry_after=parse_retry_after(headers), **common)
     return GatewayBadRequestError(detail, **common)
+
+
+async def read_limited(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a streamed response's body, and whether that was all of it.
+
+    ``aread()`` holds whatever the server sends; an error body or a whole answer gets a bound.
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            return b"".join(parts)[:limit], False
+    return b"".join(parts), True
