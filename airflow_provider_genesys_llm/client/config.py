@@ -99,6 +99,8 @@ _URL_FIELDS: dict[str, tuple[str, ...]] = {
     "stream_base_url": ("wss",),
     "analytics_webhook_url": ("https",),
 }
+#: The property that resolves each base URL field (explicit value or the region's host).
+_URL_PROPERTIES = {"api_base_url": "api_url", "login_base_url": "login_url", "stream_base_url": "stream_url"}
 
 
 class GatewayConfig(BaseModel):
@@ -183,10 +185,11 @@ class GatewayConfig(BaseModel):
         return resolve_region(value) if value else None
 
     @model_validator(mode="after")
-    def _urls_safe(self) -> GatewayConfig:
-        """https/wss only (plain on loopback), host only, paths only: see ``urls``."""
+    def _urls_resolvable_and_safe(self) -> GatewayConfig:
+        """Every base URL is known (explicit or from the region: the properties raise otherwise) and
+        https/wss only (plain on loopback), host and path only: see ``urls``."""
         for field, schemes in _URL_FIELDS.items():
-            url = getattr(self, field)
+            url = getattr(self, _URL_PROPERTIES.get(field, field))
             if url is not None:
                 check_base_url(field, url, schemes)
         return self
