@@ -92,15 +92,15 @@ class TokenProvider:
             return token
         return None
 
-    @property
-    def refused(self) -> bool:
-        """The OAuth server refused this client's login; no further token request will be made."""
-        return self._refused is not None
+    def check_refused(self) -> None:
+        """Raise the login refusal again, if the OAuth server refused this client: it is permanent,
+        so it wins over anything transient (such as an open circuit breaker)."""
+        if self._refused is not None:
+            raise _fresh_copy(self._refused)
 
     async def token(self, *, stale: str | None = None) -> str:
         """A valid token; with ``stale``, one different from it (the API refused ``stale`` with 401)."""
-        if self._refused is not None:
-            raise _fresh_copy(self._refused)
+        self.check_refused()
         cached = self._usable()
         if cached is not None and cached.value != stale:
             return cached.value

@@ -265,6 +265,7 @@ class GatewayClient:
         """
         config = self.config
         async with self._slots:
+            self._auth.check_refused()
             with self.breaker.guard():
                 waited = await self._rate.acquire()
                 self.stats.rate_limit_wait_s += waited
@@ -311,6 +312,7 @@ class GatewayClient:
             async for attempt in retrying(self.config, attempts):
                 with attempt:
                     async with self._slots:
+                        self._auth.check_refused()
                         with self.breaker.guard():
                             self.stats.rate_limit_wait_s += await self._rate.acquire()
                             return await self._send(method, url, body, params)
