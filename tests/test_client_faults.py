@@ -98,6 +98,29 @@ async def test_http_error_text_stays_out_of_messages(emulator, endpoint, status,
     assert error.code is None and error.correlation_id is None  # neither looked like a code / UUID
 
 
+@pytest.mark.parametrize(
+    ("listed", "shown"),
+    [
+        ("[ai:llm:gateway:use]", "ai:llm:gateway:use"),
+        ("[ai:llm:gateway:use, analytics:conversationDetail:view]", "analytics:conversationDetail:view"),
+        (f"[ai:llm:gateway:use, {EMAIL}]", None),
+        ("[card:4111111111111111]", None),
+    ],
+)
+async def test_a_403_names_the_missing_permission_only_when_it_reads_as_one(emulator, listed, shown):
+    message = f"You are missing the following permission(s): {listed}"
+    emulator.add_fault(endpoint="status", kind="http_error", status=403, message=message)
+    async with GatewayClient(make_config(emulator)) as client:
+        with pytest.raises(GatewayPermissionError) as caught:
+            await client.status()
+    assert_no_pii(caught.value)
+    assert "4111111111111111" not in str(caught.value)
+    if shown:
+        assert shown in str(caught.value)
+    else:
+        assert "scope or permission this endpoint needs" in str(caught.value)
+
+
 async def run(client: GatewayClient, call: str) -> object:
     if call in ("websocket", "sse"):
         return await client.complete(client.request(messages=USER, transport=call))
@@ -171,6 +194,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+async def thirty_completions(client: GatewayClient, transport: str) -> tuple[list[object], float]:
+    """30 concurrent completions, bounded by 30 s: their outcomes and the seconds they took."""
+    started = time.monotonic()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(client.complete(client.request(messages=USER, transport=transport)) for _ in range(30)),
+            return_exceptions=True,
+        ),
+        timeout=30,
+    )
+    return outcomes, time.monotonic() - started
+
+
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_gateway_down_fails_thirty_completions_fast_with_few_token_requests(transport):
     port = free_port()
@@ -179,15 +215,7 @@ async def test_gateway_down_fails_thirty_completions_fast_with_few_token_request
         login_base_url=f"http://127.0.0.1:{port}", stream_base_url=f"ws://127.0.0.1:{port}", max_concurrency=32,
     )
     async with GatewayClient(config) as client:
-        started = time.monotonic()
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(
-                *(client.complete(client.request(messages=USER, transport=transport)) for _ in range(30)),
-                return_exceptions=True,
-            ),
-            timeout=30,
-        )
-        elapsed = time.monotonic() - started
+        outcomes, elapsed = await thirty_completions(client, transport)
         assert all(isinstance(o, (GatewayConnectionError, GatewayCircuitOpenError)) for o in outcomes), outcomes
         assert any(isinstance(o, GatewayCircuitOpenError) for o in outcomes)
         assert client.token_requests <= 3
@@ -197,7 +225,8 @@ async def test_gateway_down_fails_thirty_completions_fast_with_few_token_request
             await client.status()
         assert time.monotonic() - late < 0.1 and client.token_requests <= 3
         assert 0 < caught.value.retry_after <= config.breaker_cooldown_seconds
-    print(f"gateway down ({transport}): 30 completions failed in {elapsed:.2f}s, token requests {client.token_requests}")
+    requests = client.token_requests
+    print(f"gateway down ({transport}): 30 completions failed in {elapsed:.2f}s, token requests {requests}")
     assert elapsed < 30
 
 
@@ -205,15 +234,7 @@ async def test_gateway_down_fails_thirty_completions_fast_with_few_token_request
 async def test_wrong_secret_fails_thirty_completions_with_one_login(emulator, transport):
     config = make_config(emulator, client_secret="wrong-secret", backoff_initial_seconds=0.5, backoff_max_seconds=30.0)
     async with GatewayClient(config) as client:
-        started = time.monotonic()
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(
-                *(client.complete(client.request(messages=USER, transport=transport)) for _ in range(30)),
-                return_exceptions=True,
-            ),
-            timeout=30,
-        )
-        elapsed = time.monotonic() - started
+        outcomes, elapsed = await thirty_completions(client, transport)
         assert all(isinstance(o, GatewayAuthError) for o in outcomes), outcomes
         with pytest.raises(GatewayAuthError):
             await client.embed(["later call"])
@@ -329,7 +350,7 @@ async def test_one_oversized_frame_is_refused_typed(emulator, transport):
     ],
 )
 async def test_nested_json_bodies_give_typed_errors(emulator, endpoint, status, expected, call):
-    emulator.add_fault(endpoint=endpoint, kind="nested_json", status=status, depth=200_000, count=None)
+    emulator.add_fault(endpoint=endpoint, kind="nested_json", status=status, depth=20_000, count=None)
     async with GatewayClient(make_config(emulator, max_attempts=1)) as client:
         with pytest.raises(expected) as caught:
             await asyncio.wait_for(run(client, call), timeout=30)

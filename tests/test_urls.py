@@ -51,14 +51,18 @@ def test_paths_extra_takes_paths_only(path):
     assert "client_secret" not in str(caught.value)
 
 
-@pytest.mark.parametrize("path", ["/oauth/token", "/api/v2/ai/llm/gateway/completions:stream", "/v1/chat/", "/a-b_c.d~e"])
+@pytest.mark.parametrize(
+    "path", ["/oauth/token", "/api/v2/ai/llm/gateway/completions:stream", "/v1/chat/", "/a-b_c.d~e"]
+)
 def test_ordinary_paths_pass(path):
     config = GatewayConfig(**REGION, paths={"status": path})
     assert config.api_url + path == f"https://api.mypurecloud.com{path}"
 
 
 @pytest.mark.parametrize("field", ["api_base_url", "login_base_url", "stream_base_url", "analytics_webhook_url"])
-@pytest.mark.parametrize("url", ["ftp://files.example/x", "file:///etc/passwd", "gopher://x", "javascript:alert(1)", "example.com"])
+@pytest.mark.parametrize(
+    "url", ["ftp://files.example/x", "file:///etc/passwd", "gopher://x", "javascript:alert(1)", "example.com"]
+)
 def test_other_schemes_are_refused_naming_the_field(field, url):
     with pytest.raises(ValidationError, match=field):
         GatewayConfig(**REGION, **{field: url})
@@ -87,7 +91,9 @@ def test_unsafe_base_urls_are_refused(field, url, problem):
         GatewayConfig(**REGION, **{field: url})
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8099", "http://localhost", "http://[::1]:80", "https://proxy.example/genesys"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8099", "http://localhost", "http://[::1]:80", "https://proxy.example/genesys"]
+)
 def test_loopback_plain_http_and_https_with_a_path_prefix_pass(url):
     assert GatewayConfig(**REGION, api_base_url=url).api_url == url
 

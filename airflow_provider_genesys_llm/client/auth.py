@@ -24,11 +24,14 @@ from dataclasses import dataclass
 import httpx
 
 from .config import GatewayConfig
-from .errors import GatewayAuthError, GatewayConnectionError, GatewayError, GatewayProtocolError, GatewayTimeoutError
+from .errors import GatewayAuthError, GatewayError, GatewayProtocolError
+from .exchange import exchange
 from .parsing import loads
 from .responses import error_from_response
 
 CacheKey = tuple[str, str, tuple[str, ...]]
+#: A token answer is a few hundred bytes; anything near this is not one.
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -128,17 +131,16 @@ class TokenProvider:
         credentials = f"{config.client_id}:{config.client_secret.get_secret_value()}".encode()
         url = config.token_url
         self.requests_made += 1
-        try:
-            response = await self._http.post(
-                url,
-                headers={"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")},
-                data={"grant_type": "client_credentials", "scope": " ".join(config.scopes)},
-                follow_redirects=False,  # a redirect must never carry the secret elsewhere
-            )
-        except httpx.TimeoutException:
-            raise GatewayTimeoutError(f"OAuth token request to {url} timed out") from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(f"OAuth token request to {url} failed: {type(exc).__name__}") from None
+        response = await exchange(
+            self._http,
+            "POST",
+            url,
+            what=f"OAuth token request to {url}",
+            limit=MAX_TOKEN_ANSWER_BYTES,
+            deadline=config.connect_timeout_seconds + config.idle_timeout_seconds,
+            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")},
+            data={"grant_type": "client_credentials", "scope": " ".join(config.scopes)},
+        )
         if response.status_code != 200:
             error = error_from_response(
                 response.status_code, response.headers, response.content, what=f"OAuth POST {url}"
@@ -156,7 +158,8 @@ class TokenProvider:
         body = loads(response.content, f"OAuth answer from {url}")
         value = body.get("access_token") if isinstance(body, dict) else None
         expires_in = body.get("expires_in") if isinstance(body, dict) else None
-        if not isinstance(value, str) or not value or isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        numeric = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)
+        if not isinstance(value, str) or not value or not numeric:
             raise GatewayProtocolError(f"OAuth answer from {url} lacks access_token or a numeric expires_in")
         token_type = body.get("token_type", "bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":

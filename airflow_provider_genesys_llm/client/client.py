@@ -22,15 +22,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from .auth import TokenProvider
 from .breaker import CircuitBreaker
 from .config import GatewayConfig
-from .errors import (
-    GatewayAuthError,
-    GatewayConnectionError,
-    GatewayError,
-    GatewayProtocolError,
-    GatewayTimeoutError,
-    RequestValidationError,
-    detached,
-)
+from .errors import GatewayAuthError, GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .exchange import exchange
 from .limits import AnswerBound, RequestRateLimiter, build_request, expand_temperatures
 from .models import (
     CompletionRequest,
@@ -327,19 +320,24 @@ class GatewayClient:
         for refreshed in (False, True):
             token = await self._auth.token(stale=stale)
             self.stats.requests_sent += 1
-            try:
-                response = await self._http.request(
-                    method, url, json=body, params=params, headers={"Authorization": f"Bearer {token}"}
-                )
-            except httpx.TimeoutException:
-                raise GatewayTimeoutError(f"{method} {url} timed out") from None
-            except httpx.TransportError as exc:
-                raise GatewayConnectionError(f"{method} {url} failed: {type(exc).__name__}") from None
+            response = await exchange(
+                self._http,
+                method,
+                url,
+                what=f"{method} {url}",
+                limit=self.config.max_response_bytes,
+                deadline=self.config.timeout_seconds,
+                json=body,
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             if response.status_code == 401 and not refreshed:
                 stale = token
                 continue
             if response.status_code >= 300:
-                raise error_from_response(response.status_code, response.headers, response.content, what=f"{method} {url}")
+                raise error_from_response(
+                    response.status_code, response.headers, response.content, what=f"{method} {url}"
+                )
             return response.content
         raise AssertionError("unreachable: the second pass returns or raises")
 
@@ -382,7 +380,8 @@ class GatewayClient:
                     if response.status_code >= 300:
                         raise _WebhookRefused(f"HTTP {response.status_code}")
         except (httpx.HTTPError, _WebhookRefused) as exc:
-            log.warning("analytics webhook failed after 3 attempts: %s", type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc)
+            reason = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc
+            log.warning("analytics webhook failed after 3 attempts: %s", reason)
             return False
         return True
 

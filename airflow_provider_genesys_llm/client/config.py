@@ -155,6 +155,8 @@ class GatewayConfig(BaseModel):
     answer_bytes_per_token: int = Field(32, ge=1)
     #: Largest single WebSocket frame or SSE event (bytes) the client accepts.
     max_frame_bytes: int = Field(1 << 20, ge=1024)
+    #: Largest REST answer (embeddings, jobs, transcript documents) the client reads, in bytes.
+    max_response_bytes: int = Field(64 << 20, ge=1024)
 
     @field_validator("transcript_url_hosts", mode="before")
     @classmethod

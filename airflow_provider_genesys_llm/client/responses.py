@@ -6,11 +6,10 @@ REST calls, SSE streams, OAuth and refused WebSocket upgrades all answer failure
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-
-import httpx
 
 from .errors import (
     GatewayAuthError,
@@ -22,12 +21,13 @@ from .errors import (
     safe_code,
     safe_correlation_id,
 )
+from .exchange import MAX_ERROR_BODY_BYTES
 from .parsing import loads_or_none
 
-#: Error bodies are read up to this size; the rest is dropped (a status says enough).
-MAX_ERROR_BODY_BYTES = 64 * 1024
-
 CORRELATION_HEADER = "ININ-Correlation-Id"
+#: The permission list of a platform 403 ("... missing the following permission(s): [a:b:c, d:e]").
+_PERMISSION_LIST = re.compile(r"\[([^\]]{1,500})\]")
+_PERMISSION = re.compile(r"[a-z][a-zA-Z_]*(?::[a-zA-Z_*]+){1,4}")
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -65,6 +65,16 @@ def _body_fields(body: bytes) -> tuple[str, str]:
     return (code if isinstance(code, str) else ""), message
 
 
+def _missing_permissions(message: str) -> str | None:
+    """The permission names a 403 lists, when each one reads as a permission (``ai:llm:gateway:use``):
+    they say what to grant, and nothing shaped like that can be a person's data."""
+    found = _PERMISSION_LIST.search(message)
+    names = [name.strip() for name in found.group(1).split(",")] if found else []
+    if names and all(_PERMISSION.fullmatch(name) for name in names):
+        return ", ".join(names)
+    return None
+
+
 def error_from_response(
     status: int, headers: Mapping[str, str], body: bytes, *, what: str
 ) -> GatewayError:
@@ -89,8 +99,10 @@ def error_from_response(
     if status == 401:
         return GatewayAuthError(detail, **common)
     if status == 403:
+        missing = _missing_permissions(message)
         return GatewayPermissionError(
-            detail + "; the OAuth client lacks the scope or permission this endpoint needs", **common
+            detail + "; the OAuth client lacks " + (f"the permission(s) {missing}" if missing else
+            "the scope or permission this endpoint needs"), **common
         )
     if status == 429:
         return GatewayRateLimitError(detail, retry_after=parse_retry_after(headers), **common)
@@ -98,17 +110,3 @@ def error_from_response(
         return GatewayUnavailableError(detail, retry_after=parse_retry_after(headers), **common)
     return GatewayBadRequestError(detail, **common)
 
-
-async def read_limited(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of a streamed response's body, and whether that was all of it.
-
-    ``aread()`` holds whatever the server sends; an error body or a whole answer gets a bound.
-    """
-    parts: list[bytes] = []
-    size = 0
-    async for part in response.aiter_bytes():
-        parts.append(part)
-        size += len(part)
-        if size > limit:
-            return b"".join(parts)[:limit], False
-    return b"".join(parts), True

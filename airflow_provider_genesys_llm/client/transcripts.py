@@ -12,18 +12,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from .client import GatewayClient
-from .errors import (
-    GatewayConnectionError,
-    GatewayError,
-    GatewayProtocolError,
-    GatewayTimeoutError,
-    RequestValidationError,
-    detached,
-)
+from .errors import GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .exchange import exchange
 from .parsing import loads, parse_model
 from .responses import error_from_response
 from .urls import download_url_problem
@@ -129,7 +122,9 @@ def flatten(document: TranscriptDocument, raw: dict[str, Any]) -> list[Transcrip
     records = []
     for part in document.transcripts:
         phrases = sorted(part.phrases, key=lambda p: (p.startTimeMs or 0, p.phraseIndex or 0))
-        lines = [f"{SPEAKERS.get((p.participantPurpose or '').lower(), 'Speaker')}: {p.text}" for p in phrases if p.text]
+        lines = [
+            f"{SPEAKERS.get((p.participantPurpose or '').lower(), 'Speaker')}: {p.text}" for p in phrases if p.text
+        ]
         records.append(
             TranscriptRecord(
                 conversation_id=document.conversationId,
@@ -190,9 +185,8 @@ class TranscriptSource:
             params: dict[str, Any] = {"pageSize": self._page_size}
             if cursor:
                 params["cursor"] = cursor
-            page = parse_model(
-                ResultsPage, await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}/results", params=params), "results page"
-            )
+            raw = await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}/results", params=params)
+            page = parse_model(ResultsPage, raw, "results page")
             for conversation in page.conversations:
                 yield conversation
             if not page.cursor:
@@ -231,12 +225,10 @@ class TranscriptSource:
         """GET the pre-signed URL (no bearer token: the signature is the credential). Errors never echo the URL."""
         what = f"transcript download for conversation {conversation_id}"
         self._check_download_url(url, what)
-        try:
-            response = await self._client.http.get(url, headers={}, follow_redirects=False)
-        except httpx.TimeoutException:
-            raise GatewayTimeoutError(f"{what} timed out") from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(f"{what} failed: {type(exc).__name__}") from None
+        config = self._client.config
+        response = await exchange(
+            self._client.http, "GET", url, what=what, limit=config.max_response_bytes, deadline=config.timeout_seconds
+        )
         if response.status_code == 403:
             raise PresignedUrlRefused(f"{what}: the pre-signed URL was refused (expired?)")
         if response.status_code != 200:

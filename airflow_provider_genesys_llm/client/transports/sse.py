@@ -31,7 +31,8 @@ from ..errors import (
 from ..models import ChatChunk, ChatCompletion, ChatParams, ChatRequestPayload, CompletionRequest, Message
 from ..limits import AnswerBound
 from ..parsing import describe, loads_or_none
-from ..responses import CORRELATION_HEADER, MAX_ERROR_BODY_BYTES, error_from_response, read_limited
+from ..exchange import MAX_ERROR_BODY_BYTES, read_limited
+from ..responses import CORRELATION_HEADER, error_from_response
 from .base import AttemptInfo
 
 

@@ -257,7 +257,8 @@ class WebSocketTransport:
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
                 raise AnswerTooLargeError(
-                    f"frame {index} is larger than max_frame_bytes={self._config.max_frame_bytes}; the session was closed"
+                    f"frame {index} is larger than max_frame_bytes={self._config.max_frame_bytes}; "
+                    "the session was closed"
                 ) from None
             if index == 0:
                 raise _StaleSession() from None
