@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,17 +269,20 @@ class GatewayClient:
                     started = time.perf_counter()
                     self.stats.requests_sent += 1
                     bound = AnswerBound(config, request)
-                    frames = watched(
+                    watched_frames = watched(
                         transport.stream(request, token, info),
                         first_frame=config.connect_timeout_seconds + config.first_token_timeout_seconds,
                         idle=config.idle_timeout_seconds,
                         total=config.timeout_seconds,
                     )
                     try:
-                        async for text in frames:
-                            bound.take(text)
-                            yield text, started, waited
-                            waited = 0.0
+                        # aclosing: an answer over its bound closes the stream (and its session) now,
+                        # not when the generator happens to be collected
+                        async with aclosing(watched_frames) as frames:
+                            async for text in frames:
+                                bound.take(text)
+                                yield text, started, waited
+                                waited = 0.0
                         return
                     except GatewayAuthError:
                         if refreshed:

@@ -240,3 +240,4 @@ class PresignedUrlRefused(GatewayError):
     """The transcript URL was refused, most likely because its ten minutes ran out."""
 
     retryable = True
+    transient = True
