@@ -381,3 +381,24 @@ async def test_errors_survive_pickling_with_their_attributes(emulator):
         2.0, 429, PII_TEXT, str(error)
     )
     assert isinstance(copy, GatewayError)
+
+
+async def test_close_reason_text_stays_out_of_messages(emulator):
+    """A WebSocket close reason is gateway free text too; a raw server sends one with PII."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def gateway(connection: ServerConnection) -> None:
+        await connection.recv()  # init_stream
+        await connection.send('{"status": "stream_ready", "session_id": "s1"}')
+        await connection.recv()  # the request
+        await connection.send('{"token": "Hello", "finish_reason": null, "usage": null, "sequence": 0}')
+        await connection.close(1011, PII_TEXT[:120])
+
+    async with serve(gateway, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = make_config(emulator, stream_base_url=f"ws://127.0.0.1:{port}", max_attempts=2)
+        async with GatewayClient(config) as client:
+            with pytest.raises(GatewayUnavailableError, match="close code 1011") as caught:
+                await client.complete(client.request(messages=USER))
+    assert_no_pii(caught.value)
+    assert EMAIL in (caught.value.server_message or "")
