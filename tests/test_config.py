@@ -34,7 +34,7 @@ def test_malformed_region_is_refused_with_the_known_keys(bad):
 
 
 def test_plain_http_only_for_loopback_and_no_opt_out():
-    with pytest.raises(ValidationError, match="api_base_url .* non-loopback host; use https://"):
+    with pytest.raises(ValidationError, match="api_base_url .* non-loopback host 'gateway.internal'; use https://"):
         GatewayConfig(
             client_id="id", client_secret="s", region="mypurecloud.com", api_base_url="http://gateway.internal"
         )

@@ -92,6 +92,21 @@ def test_unsafe_base_urls_are_refused(field, url, problem):
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:hunter2@gateway.internal",
+        "https://user:hunter2@login.mypurecloud.com:99999",
+        "ftp://user:hunter2@x",
+        "https://user:hunter2@",
+    ],
+)
+def test_base_url_errors_never_echo_credentials(url):
+    with pytest.raises(ValidationError) as caught:
+        GatewayConfig(**REGION, login_base_url=url)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8099", "http://localhost", "http://[::1]:80", "https://proxy.example/genesys"]
 )
 def test_loopback_plain_http_and_https_with_a_path_prefix_pass(url):

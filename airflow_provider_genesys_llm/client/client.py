@@ -81,6 +81,7 @@ class ClientStats:
             "rate_limit_wait_s": round(self.rate_limit_wait_s, 3),
             "token_requests": client.token_requests,
             "websocket_connections": client.websocket_connections,
+            "breaker_trips": client.breaker.trips,
         }
 
 

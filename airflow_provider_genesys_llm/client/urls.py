@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 #: A path segment: RFC 3986 unreserved characters plus ``:``.
 _SEGMENT = re.compile(r"[A-Za-z0-9._~:-]+")
@@ -68,38 +68,34 @@ def check_base_url(field: str, url: str, schemes: Iterable[str]) -> str:
     """``url`` without a trailing slash, or ValueError naming ``field`` and the fix.
 
     ``schemes`` are the secure schemes the field takes (``https`` or ``wss``); their plain
-    variants are accepted on loopback hosts only.
+    variants are accepted on loopback hosts only. Messages name the host at most, never the URL
+    (it may carry credentials).
     """
     allowed = set(schemes)
     if _FORBIDDEN.search(url):
         raise ValueError(f"{field} contains a control character, space or backslash")
-    parts = _split(field, url)
-    scheme = parts.scheme.lower()
-    if SECURE_SCHEMES.get(scheme) not in allowed:
-        raise ValueError(f"{field} must be a {' or '.join(sorted(allowed))} URL, got scheme {scheme!r}")
-    if not parts.hostname:
-        raise ValueError(f"{field} {url!r} has no host")
-    if scheme not in allowed and not is_loopback(parts.hostname):
-        raise ValueError(
-            f"{field} {url!r} is plain {scheme}:// on a non-loopback host; use {SECURE_SCHEMES[scheme]}://"
-            " (plain http/ws is accepted only on localhost/127.0.0.1/::1)"
-        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{field} is not a valid URL") from None
     if "@" in parts.netloc:
         raise ValueError(f"{field} must not carry user info ('@' in the host part)")
+    scheme = parts.scheme.lower()
+    if SECURE_SCHEMES.get(scheme) not in allowed:
+        raise ValueError(f"{field} must be a {' or '.join(sorted(allowed))} URL, got scheme {scheme[:10]!r}")
+    if not parts.hostname:
+        raise ValueError(f"{field} has no host")
+    if scheme not in allowed and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"{field} is plain {scheme}:// on the non-loopback host {parts.hostname!r}; use "
+            f"{SECURE_SCHEMES[scheme]}:// (plain http/ws is accepted only on localhost/127.0.0.1/::1)"
+        )
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValueError(f"{field} must not carry a query or fragment")
     if parts.path not in ("", "/"):
         check_path(f"{field} path", parts.path)
     return url.rstrip("/")
-
-
-def _split(field: str, url: str) -> SplitResult:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{field} {url!r} is not a valid URL") from None
-    return parts
 
 
 def host_allowed(host: str, domains: Iterable[str]) -> bool:
