@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig, GatewayError, GatewayProtocolError
+from airflow_provider_genesys_llm.client import (
+    DownloadUrlRefusedError,
+    GatewayClient,
+    GatewayConfig,
+    GatewayError,
+    GatewayProtocolError,
+)
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
 from airflow_provider_genesys_llm.client.urls import download_url_problem
@@ -171,10 +177,11 @@ async def test_transcript_source_refuses_a_foreign_url_without_echoing_it():
     async with GatewayClient(config) as client:
         source = TranscriptSource(client)
         source._check_download_url("https://x.storage.example/t?sig=secret-signature", "download")
-        with pytest.raises(GatewayProtocolError, match="evil.example") as caught:
+        with pytest.raises(DownloadUrlRefusedError, match="evil.example") as caught:
             source._check_download_url("https://evil.example/t?sig=secret-signature", "download")
     assert "secret-signature" not in str(caught.value)
     assert "transcript_url_hosts" in str(caught.value)
+    assert isinstance(caught.value, GatewayProtocolError) and not caught.value.transient
 
 
 def test_transcript_url_hosts_must_be_host_names():

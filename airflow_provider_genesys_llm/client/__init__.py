@@ -8,6 +8,7 @@ from .client import ClientStats, CompletionStream, GatewayClient, RestartEvent, 
 from .config import DEFAULT_SCOPES, GatewayConfig, GatewayPaths, ModelLimits, resolve_region
 from .errors import (
     AnswerTooLargeError,
+    DownloadUrlRefusedError,
     GatewayAuthError,
     GatewayBadRequestError,
     GatewayCircuitOpenError,
@@ -26,6 +27,7 @@ from .models import CompletionRequest, CompletionResult, GatewayStatus, Message,
 __all__ = [
     "DEFAULT_SCOPES",
     "AnswerTooLargeError",
+    "DownloadUrlRefusedError",
     "ClientStats",
     "CompletionRequest",
     "CompletionResult",

@@ -176,6 +176,14 @@ class GatewayProtocolError(GatewayError):
     transient = True
 
 
+class DownloadUrlRefusedError(GatewayProtocolError):
+    """The gateway handed out a download URL the client will not fetch (scheme or host outside the
+    region's domain and ``transcript_url_hosts``). Permanent until the allow-list changes."""
+
+    transient = False
+    fix = "add the host to transcript_url_hosts if it is the platform's storage"
+
+
 class AnswerTooLargeError(GatewayError):
     """The answer outgrew its bound (tokens, bytes or one frame) while streaming; the stream was
     closed. Not retried: another attempt would pay for another oversized answer."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .client import GatewayClient
-from .errors import GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .errors import DownloadUrlRefusedError, GatewayError, GatewayProtocolError, RequestValidationError, detached
 from .exchange import exchange
 from .parsing import loads, parse_model
 from .responses import error_from_response
@@ -216,10 +216,7 @@ class TranscriptSource:
         domains = (*((config.region,) if config.region else ()), *config.transcript_url_hosts)
         problem = download_url_problem(url, domains, loopback_ok=config.api_on_loopback)
         if problem:
-            raise GatewayProtocolError(
-                f"{what}: the gateway's URL {problem}; add its host to transcript_url_hosts if it is "
-                "the platform's storage"
-            )
+            raise DownloadUrlRefusedError(f"{what}: the gateway's URL {problem}")
 
     async def _download(self, url: str, conversation_id: str) -> bytes:
         """GET the pre-signed URL (no bearer token: the signature is the credential). Errors never echo the URL."""
