@@ -33,7 +33,12 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayError
-from ..client.errors import GatewayAuthError, GatewayConnectionError, GatewayPermissionError
+from ..client.errors import (
+    GatewayAuthError,
+    GatewayCircuitOpenError,
+    GatewayConnectionError,
+    GatewayPermissionError,
+)
 from ..governance.audit import AuditLog, AuditRecord
 from ..governance.completion import completion_audit_record
 from ..governance.keys import IdKey
@@ -51,7 +56,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Gateway errors that are about the batch, not the item: every other item would fail the same
 #: way (bad credentials, a missing scope, an unreachable gateway after the client's retries), so
 #: they stop the batch instead of being recorded once per item.
-BATCH_FATAL_ERRORS: tuple[type[GatewayError], ...] = (GatewayAuthError, GatewayPermissionError, GatewayConnectionError)
+BATCH_FATAL_ERRORS: tuple[type[GatewayError], ...] = (
+    GatewayAuthError, GatewayPermissionError, GatewayConnectionError, GatewayCircuitOpenError,
+)
 
 
 class ResultSink(Protocol):
@@ -84,7 +91,7 @@ Embedder = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
 class BatchTimeoutError(TimeoutError):
     """A sink or embedding call exceeded its time limit; a later attempt may succeed."""
 
-    retryable = True
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -313,7 +320,7 @@ class BatchRunner:
                 attempts = 1
                 for kind, found in exc.counts.items():
                     counts[kind] = counts.get(kind, 0) + found
-            self._record_failure(planned, request, type(exc).__name__, self._masked(str(exc)), attempts, counts)
+            self._record_failure(planned, request, type(exc).__name__, self._failure_message(exc), attempts, counts)
             return
         self._account(result, prompt_counts, governed)
         self._results.append((planned, result, governed))
@@ -505,6 +512,14 @@ class BatchRunner:
         self.stats.note_failure(self._masked(invalid.source_id))
         self.stats.items_done += 1
         self._failures.append(self._failure_row(invalid.result_id, invalid.source_id, invalid.error_class, reason, 0))
+
+    def _failure_message(self, exc: BaseException) -> str:
+        """What the failures table says: the typed message, and the gateway's own words (which
+        the client keeps out of the message because they may quote a customer) masked."""
+        message = str(exc)
+        if server_message := getattr(exc, "server_message", None):
+            message = f"{message} (gateway said: {server_message})"
+        return self._masked(message)
 
     def _masked(self, text: str) -> str:
         """Free text on its way to a row, a log or XCom: ids, reasons and error messages included."""

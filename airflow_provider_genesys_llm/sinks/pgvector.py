@@ -248,15 +248,16 @@ class PgVectorStoreError(RuntimeError):
         self.sqlstate = exc.sqlstate
 
     @property
-    def retryable(self) -> bool:
-        """Whether another attempt may succeed: not for refused data, constraints or a wrong schema."""
+    def transient(self) -> bool:
+        """Whether a later attempt may succeed (as on gateway errors): not for refused data,
+        constraints or a wrong schema."""
         return (self.sqlstate or "")[:2] not in _PERMANENT_SQLSTATE_CLASSES
 
 
 class SchemaMismatchError(ValueError):
     """The table exists with another shape (embedding dimension); every write would fail, so would a retry."""
 
-    retryable = False
+    transient = False
 
 
 class PgVectorStore:
