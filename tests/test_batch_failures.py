@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import socket
 import time
 import tracemalloc
 from datetime import datetime
@@ -27,6 +28,7 @@ from airflow_provider_genesys_llm.client.errors import (
     GatewayAuthError,
     GatewayBadRequestError,
     GatewayCircuitOpenError,
+    GatewayConnectionError,
     GatewayProtocolError,
     GatewayUnavailableError,
 )
@@ -207,8 +209,26 @@ async def test_wrong_secret_stops_the_batch_at_once(emulator, pg_connect):
     with pytest.raises(GatewayAuthError):
         await run(emulator, pg_connect, make_items(30), config=config)
     assert time.monotonic() - started < 30
-    assert emulator.counters()["ws_requests"] == 0
+    assert emulator.counters()["ws_requests"] == 0 and emulator.counters()["oauth"] <= 3
     assert table_count(pg_connect, "results_failures") == 0  # not 30 per-item failures
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_gateway_down_stops_the_batch_within_seconds(emulator, pg_connect, transport):
+    """OAuth answers, the completion endpoints do not: one retry ladder, then the breaker, not 30."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]  # closed again before the batch starts: nothing listens there
+    config = gateway_config(emulator).model_copy(update={
+        "api_base_url": f"http://127.0.0.1:{dead}", "stream_base_url": f"ws://127.0.0.1:{dead}",
+        "transport": transport, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
+    })
+    started = time.monotonic()
+    with pytest.raises((GatewayConnectionError, GatewayCircuitOpenError)):
+        await run(emulator, pg_connect, make_items(30), config=config)
+    assert time.monotonic() - started < 30
+    assert emulator.counters()["oauth"] <= 3
+    assert table_count(pg_connect, "results_failures") == 0
 
 
 BAD_LINES = {
