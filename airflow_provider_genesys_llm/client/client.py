@@ -115,7 +115,8 @@ class CompletionStream:
                     info = AttemptInfo()
                     parts: list[str] = []
                     attempt_started = first_token_at = 0.0
-                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):
+                    # attempt_started is read after the loop: the final attempt's start, for tokens/s.
+                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):  # noqa: B007
                         rate_wait += wait
                         if text:
                             if not first_token_at:
@@ -398,4 +399,3 @@ class GatewayClient:
 
 class _WebhookRefused(Exception):
     """The analytics webhook answered with a non-2xx status."""
-

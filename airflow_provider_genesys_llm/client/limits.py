@@ -45,9 +45,7 @@ def validate_request(request: CompletionRequest, config: GatewayConfig) -> Compl
         raise RequestValidationError(
             "transport 'sse' needs messages; prompt_id templates are served over 'websocket' only"
         )
-    max_temperature = (
-        limits.max_temperature_sse if request.transport == "sse" else limits.max_temperature_websocket
-    )
+    max_temperature = limits.max_temperature_sse if request.transport == "sse" else limits.max_temperature_websocket
     if not 0.0 <= request.temperature <= max_temperature:
         raise RequestValidationError(
             f"temperature {request.temperature} is outside 0.0..{max_temperature} "
@@ -55,8 +53,7 @@ def validate_request(request: CompletionRequest, config: GatewayConfig) -> Compl
         )
     if not 1 <= request.max_tokens <= limits.max_tokens:
         raise RequestValidationError(
-            f"max_tokens {request.max_tokens} is outside 1..{limits.max_tokens} "
-            f"(capacity of model {request.model!r})"
+            f"max_tokens {request.max_tokens} is outside 1..{limits.max_tokens} (capacity of model {request.model!r})"
         )
     prompt_tokens = estimate_tokens(_prompt_parts(request))
     if prompt_tokens > limits.context_tokens:
@@ -92,9 +89,7 @@ def _describe(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(problems)
 
 
-def expand_temperatures(
-    config: GatewayConfig, temperatures: Sequence[float], **fields: Any
-) -> list[CompletionRequest]:
+def expand_temperatures(config: GatewayConfig, temperatures: Sequence[float], **fields: Any) -> list[CompletionRequest]:
     """Tutorial 000's ``temperature_matrix``: one request (and one request id) per value."""
     if isinstance(temperatures, (str, bytes)) or not temperatures:
         raise RequestValidationError("temperature matrix must be a non-empty list of numbers")

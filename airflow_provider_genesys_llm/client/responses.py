@@ -75,9 +75,7 @@ def _missing_permissions(message: str) -> str | None:
     return None
 
 
-def error_from_response(
-    status: int, headers: Mapping[str, str], body: bytes, *, what: str
-) -> GatewayError:
+def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *, what: str) -> GatewayError:
     """The typed error for a non-2xx answer to ``what`` (e.g. ``"POST /api/v2/.../embeddings"``).
 
     The status decides the class; the body's free text goes to ``server_message`` only, and its
@@ -101,12 +99,13 @@ def error_from_response(
     if status == 403:
         missing = _missing_permissions(message)
         return GatewayPermissionError(
-            detail + "; the OAuth client lacks " + (f"the permission(s) {missing}" if missing else
-            "the scope or permission this endpoint needs"), **common
+            detail
+            + "; the OAuth client lacks "
+            + (f"the permission(s) {missing}" if missing else "the scope or permission this endpoint needs"),
+            **common,
         )
     if status == 429:
         return GatewayRateLimitError(detail, retry_after=parse_retry_after(headers), **common)
     if status >= 500:
         return GatewayUnavailableError(detail, retry_after=parse_retry_after(headers), **common)
     return GatewayBadRequestError(detail, **common)
-

@@ -11,9 +11,8 @@ least-privilege writer role in ``roles.py``; their public names are re-exported 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -74,7 +73,7 @@ class AuditRecord(BaseModel):
     audit_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     kind: Literal["completion", "task"]
     status: Literal["success", "failed", "skipped"]
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None
     correlation_id: str | None = None
@@ -103,7 +102,7 @@ class AuditRecord(BaseModel):
     def _in_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 class AuditLog:

@@ -28,10 +28,10 @@ from ..errors import (
     GatewayTimeoutError,
     StreamTruncatedError,
 )
-from ..models import ChatChunk, ChatCompletion, ChatParams, ChatRequestPayload, CompletionRequest, Message
-from ..limits import AnswerBound
-from ..parsing import describe, loads_or_none
 from ..exchange import MAX_ERROR_BODY_BYTES, read_limited
+from ..limits import AnswerBound
+from ..models import ChatChunk, ChatCompletion, ChatParams, ChatRequestPayload, CompletionRequest, Message
+from ..parsing import describe, loads_or_none
 from ..responses import CORRELATION_HEADER, error_from_response
 from .base import AttemptInfo
 
@@ -40,16 +40,20 @@ def _payload(request: CompletionRequest, stream: bool) -> bytes:
     messages = list(request.messages)
     if request.system:
         messages.insert(0, Message(role="system", content=request.system))
-    return ChatRequestPayload(
-        messages=messages,
-        params=ChatParams(
-            model_id=request.model,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            stream=stream,
-            stop=list(request.stop_sequences) or None,
-        ),
-    ).model_dump_json(exclude_none=True).encode()
+    return (
+        ChatRequestPayload(
+            messages=messages,
+            params=ChatParams(
+                model_id=request.model,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                stream=stream,
+                stop=list(request.stop_sequences) or None,
+            ),
+        )
+        .model_dump_json(exclude_none=True)
+        .encode()
+    )
 
 
 class SSETransport:
@@ -77,9 +81,7 @@ class SSETransport:
                 info.correlation_id = response.headers.get(CORRELATION_HEADER)
                 if response.status_code != 200:
                     body, _ = await read_limited(response, MAX_ERROR_BODY_BYTES)
-                    raise error_from_response(
-                        response.status_code, response.headers, body, what=f"POST {self._url}"
-                    )
+                    raise error_from_response(response.status_code, response.headers, body, what=f"POST {self._url}")
                 content_type = response.headers.get("content-type", "")
                 if "text/event-stream" in content_type:
                     async for text in self._events(response, info):

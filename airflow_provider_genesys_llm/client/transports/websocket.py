@@ -143,7 +143,7 @@ class WebSocketTransport:
             raise error_from_response(
                 response.status_code, headers, response.body or b"", what=f"WebSocket upgrade {self._url}"
             ) from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise GatewayTimeoutError(
                 f"WebSocket connect to {self._url} exceeded {config.connect_timeout_seconds}s"
             ) from None
