@@ -83,7 +83,8 @@ async def _worker(conninfo: str, base_url: str, ws_url: str, settings: Coordinat
     rate_limited = 0
     shared = GatewayCoordinator(conninfo, CONN_ID, settings) if settings.enabled else None
     gate = shared or PerProcessGate(settings)
-    async with GatewayClient(config) as client, ItemClaims(conninfo, "bench", f"bench/worker-{index}", lease_seconds=10) as claims:
+    claims = ItemClaims(conninfo, "bench", f"bench/worker-{index}", lease_seconds=10)
+    async with GatewayClient(config) as client, claims:
         await client.status()  # token and connections warm before the clock starts
         if shared is not None:
             await shared.start()

@@ -364,7 +364,8 @@ async def test_websocket_streams_share_the_quota_and_a_refused_request_is_rate_l
     emulator.configure(org_max_concurrent_streams=2, completion_tokens=20, token_delay=0.05)
     urls = {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
             "stream_base_url": emulator.ws_url, "max_attempts": 1}
-    async with GatewayClient(GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", **urls)) as first, \
+    first_config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", **urls)
+    async with GatewayClient(first_config) as first, \
             GatewayClient(GatewayConfig(client_id="id", client_secret="secret", **urls)) as second:
         running = [asyncio.create_task(client.complete(client.request(messages=[{"role": "user", "content": f"x{n}"}])))
                    for n, client in enumerate((first, second))]

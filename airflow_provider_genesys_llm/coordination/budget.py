@@ -20,7 +20,7 @@ from typing import Literal
 
 from psycopg import sql
 
-from .db import Cursor, Database, table
+from .db import Cursor, Database, Lifecycle, table
 from .settings import BudgetSettings
 
 SPEND = "genesys_llm_spend"
@@ -69,7 +69,7 @@ class BudgetDenied:
         )
 
 
-class BudgetLedger:
+class BudgetLedger(Lifecycle):
     """Reservations and settled spend in Postgres, for every worker of the fleet."""
 
     def __init__(
@@ -79,18 +79,8 @@ class BudgetLedger:
         self.currency = currency
         self._db = Database(conninfo)
         self._table = table(table_schema, SPEND)
-        self._started = False
 
-    async def __aenter__(self) -> BudgetLedger:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        if self._started:
-            return
+    async def _setup(self) -> None:
         index = sql.Identifier(f"{SPEND}_conn_day")
         await self._db.ensure_tables([
             sql.SQL(
@@ -101,12 +91,13 @@ class BudgetLedger:
             ).format(self._table),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (conn_id, day)").format(index, self._table),
         ])
-        self._started = True
 
     async def aclose(self) -> None:
         await self._db.close()
 
-    async def reserve(self, scope: SpendScope, amount: Decimal, *, day: date | None = None) -> Reservation | BudgetDenied:
+    async def reserve(
+        self, scope: SpendScope, amount: Decimal, *, day: date | None = None
+    ) -> Reservation | BudgetDenied:
         """Reserve `amount` (the request's worst case) in every budget, or say which one is exhausted.
 
         `day` defaults to the database's current UTC date (one clock for the whole fleet)."""
@@ -173,7 +164,8 @@ class BudgetLedger:
             levels: list[BudgetLevel] = ["per_day"]
             levels += ["per_dag_run"] if scope.dag_run is not None else []
             levels += ["per_task"] if scope.dag_run is not None and scope.task is not None else []
-            return {level: await self._committed(cursor, level, scope, row[0]) for level in levels}  # type: ignore[arg-type]
+            today: date = row[0]  # type: ignore[assignment]
+            return {level: await self._committed(cursor, level, scope, today) for level in levels}
 
     def _limits(self, scope: SpendScope) -> list[tuple[BudgetLevel, Decimal]]:
         limits: list[tuple[BudgetLevel, Decimal | None]] = [("per_day", self.settings.per_day)]

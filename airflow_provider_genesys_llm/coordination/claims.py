@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .db import Database, table
+from .db import Database, Lifecycle, table
 from .errors import CoordinationError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class ClaimOutcome:
     taken_over: tuple[str, ...] = ()  # part of `granted`: expired claims of another owner
 
 
-class ItemClaims:
+class ItemClaims(Lifecycle):
     """Claims of one namespace (e.g. a result table) for one owner; one per task attempt."""
 
     def __init__(
@@ -64,26 +64,16 @@ class ItemClaims:
         #: Ids whose claim expired and went to another owner while held here (the worker stalled).
         self.lost: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._started = False
 
-    async def __aenter__(self) -> ItemClaims:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        if not self._started:
-            await self._db.ensure_tables([
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, item_id text NOT NULL,"
-                    " owner text NOT NULL, token text NOT NULL, status text NOT NULL CHECK (status IN"
-                    " ('claimed', 'done')), attempts integer NOT NULL, claimed_at timestamptz NOT NULL,"
-                    " expires_at timestamptz NOT NULL, PRIMARY KEY (namespace, item_id))"
-                ).format(self._table)
-            ])
-            self._started = True
+    async def _setup(self) -> None:
+        await self._db.ensure_tables([
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, item_id text NOT NULL,"
+                " owner text NOT NULL, token text NOT NULL, status text NOT NULL CHECK (status IN"
+                " ('claimed', 'done')), attempts integer NOT NULL, claimed_at timestamptz NOT NULL,"
+                " expires_at timestamptz NOT NULL, PRIMARY KEY (namespace, item_id))"
+            ).format(self._table)
+        ])
 
     async def aclose(self) -> None:
         """Stop renewing; claims still held are released so another delivery can take them now."""

@@ -14,6 +14,7 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Self
 
 import psycopg
 from psycopg import sql
@@ -85,6 +86,31 @@ class Database:
             if self._connection is not None:
                 await self._connection.close()
                 self._connection = None
+
+
+class Lifecycle:
+    """An async context manager whose `start` (tables, state rows) runs once, on first use."""
+
+    _started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Idempotent and safe in parallel processes (see `Database.ensure_tables`)."""
+        if not self._started:
+            await self._setup()
+            self._started = True
+
+    async def _setup(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
 
 
 class Notifications:

@@ -27,7 +27,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .db import NOTIFY_CHANNEL, Cursor, Database, Notifications, table
+from .db import NOTIFY_CHANNEL, Cursor, Database, Lifecycle, Notifications, table
 from .errors import CoordinationError, CoordinationUnavailableError, SlotTimeoutError
 from .policy import Aimd, Bucket, grant
 from .settings import PRIORITIES, CoordinationSettings, Priority
@@ -76,7 +76,7 @@ class GateSnapshot:
     paused_seconds: float
 
 
-class GatewayCoordinator:
+class GatewayCoordinator(Lifecycle):
     """The fleet-wide gate of one gateway connection. One per process and event loop."""
 
     def __init__(
@@ -94,23 +94,13 @@ class GatewayCoordinator:
         self._granter: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._started = False
         schema = settings.table_schema
         self._t = {"state": table(schema, STATE), "leases": table(schema, LEASES), "waiters": table(schema, WAITERS)}
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> GatewayCoordinator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
-        """Create the tables and this connection's state row (idempotent, safe in parallel)."""
-        if self._started:
-            return
+    async def _setup(self) -> None:
+        """Create the tables and this connection's state row."""
         await self._db.ensure_tables(self._ddl())
         async with self._db.transaction() as cursor:
             await cursor.execute(
@@ -123,7 +113,6 @@ class GatewayCoordinator:
             )
         self._notifications.start()
         self._heartbeat = asyncio.create_task(self._renew_forever(), name="genesys-llm-gate-heartbeat")
-        self._started = True
 
     async def aclose(self) -> None:
         """Stop the background tasks and give back every lease this process still holds."""
@@ -243,26 +232,11 @@ class GatewayCoordinator:
         to sleep before asking again."""
         settings, t = self.settings, self._t
         async with self._db.transaction() as cursor:
-            await cursor.execute(
-                sql.SQL(
-                    "SELECT limit_now, extract(epoch FROM clock_timestamp() - last_change),"
-                    " extract(epoch FROM paused_until - clock_timestamp()), tokens,"
-                    " extract(epoch FROM clock_timestamp() - tokens_at) FROM {} WHERE conn_id = %s FOR UPDATE"
-                ).format(t["state"]),
-                (self.conn_id,),
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                raise CoordinationUnavailableError(f"state row of connection {self.conn_id!r} vanished; restart")
-            limit_now, since_change, paused, tokens, since_tokens = (float(value) for value in row)  # type: ignore[arg-type]
+            limit_now, since_change, paused, tokens, since_tokens = await self._read_state(cursor, lock=True)
             limit_now, used = self._aimd.recovered(min(limit_now, float(settings.max_concurrency)), since_change)
             if self._bucket is not None:
                 tokens = self._bucket.refilled(tokens, since_tokens)
-            for name in ("leases", "waiters"):
-                await cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE conn_id = %s AND expires_at < clock_timestamp()").format(t[name]),
-                    (self.conn_id,),
-                )
+            await self._drop_expired(cursor)
             await cursor.execute(
                 sql.SQL("DELETE FROM {} WHERE conn_id = %s AND owner = %s").format(t["waiters"]),
                 (self.conn_id, self.owner),
@@ -336,7 +310,8 @@ class GatewayCoordinator:
                 )
                 await self._notify(cursor)
         except CoordinationError as exc:
-            log.warning("could not release a gateway slot (%s); it expires within %ss", exc, self.settings.lease_seconds)
+            log.warning("could not release a gateway slot (%s); it expires within %ss", exc,
+                        self.settings.lease_seconds)
         self._notifications.poke()
 
     async def _back_off(self, cursor: Cursor, slot: Slot) -> None:
@@ -402,25 +377,36 @@ class GatewayCoordinator:
         """The fleet's current limit, streams in flight and waiters (expired entries excluded)."""
         await self.start()
         async with self._db.transaction() as cursor:
+            limit_now, since_change, paused, _, _ = await self._read_state(cursor, lock=False)
+            await self._drop_expired(cursor)
+            in_flight, waiting = await self._counts(cursor)
+        limit, _ = self._aimd.recovered(min(limit_now, float(self.settings.max_concurrency)), since_change)
+        return GateSnapshot(self._aimd.effective(limit), in_flight, waiting, max(0.0, paused))
+
+    async def _read_state(self, cursor: Cursor, *, lock: bool) -> tuple[float, float, float, float, float]:
+        """(limit, seconds since its last change, seconds of pause left, bucket tokens, seconds since
+        the bucket was refilled), on the database clock; `lock` holds the row until the commit."""
+        await cursor.execute(
+            sql.SQL(
+                "SELECT limit_now, extract(epoch FROM clock_timestamp() - last_change),"
+                " extract(epoch FROM paused_until - clock_timestamp()), tokens,"
+                " extract(epoch FROM clock_timestamp() - tokens_at) FROM {} WHERE conn_id = %s {}"
+            ).format(self._t["state"], sql.SQL("FOR UPDATE" if lock else "")),
+            (self.conn_id,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise CoordinationUnavailableError(f"state row of connection {self.conn_id!r} vanished; restart")
+        limit, since_change, paused, tokens, since_tokens = (float(value) for value in row)  # type: ignore[arg-type]
+        return limit, since_change, paused, tokens, since_tokens
+
+    async def _drop_expired(self, cursor: Cursor) -> None:
+        """Leases and waiter rows of dead workers stop counting here."""
+        for name in ("leases", "waiters"):
             await cursor.execute(
-                sql.SQL(
-                    "SELECT limit_now, extract(epoch FROM clock_timestamp() - last_change),"
-                    " greatest(0, extract(epoch FROM paused_until - clock_timestamp())) FROM {} WHERE conn_id = %s"
-                ).format(self._t["state"]),
+                sql.SQL("DELETE FROM {} WHERE conn_id = %s AND expires_at < clock_timestamp()").format(self._t[name]),
                 (self.conn_id,),
             )
-            row = await cursor.fetchone()
-            assert row is not None
-            for name in ("leases", "waiters"):
-                await cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE conn_id = %s AND expires_at < clock_timestamp()").format(
-                        self._t[name]
-                    ),
-                    (self.conn_id,),
-                )
-            in_flight, waiting = await self._counts(cursor)
-        limit, _ = self._aimd.recovered(float(row[0]), float(row[1]))  # type: ignore[arg-type]
-        return GateSnapshot(self._aimd.effective(limit), in_flight, waiting, float(row[2]))  # type: ignore[arg-type]
 
     def _ddl(self) -> list[sql.Composable]:
         t = self._t

@@ -196,9 +196,9 @@ def chat_endpoint(route: ChatRoute) -> Callable[[Request], Awaitable[Response]]:
             return route.shape.error_response(400, str(exc), admission.correlation_id, headers)
         ticket = state.quota.admit(state.config, state.counters.quota, completion)
         if isinstance(ticket, QuotaRefusal):
-            retry_after = str(ticket.retry_after)
             return route.shape.error_response(
-                429, ticket.message, admission.correlation_id, headers, code="too.many.requests", retry_after=retry_after
+                429, ticket.message, admission.correlation_id, headers,
+                code="too.many.requests", retry_after=str(ticket.retry_after),
             )
         streaming = False
         try:
