@@ -22,7 +22,12 @@ from psycopg.conninfo import make_conninfo
 
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig, GatewayRateLimitError
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
-from airflow_provider_genesys_llm.coordination import CoordinationSettings, GatewayCoordinator, SlotTimeoutError
+from airflow_provider_genesys_llm.coordination import (
+    CoordinationSettings,
+    CoordinationUnavailableError,
+    GatewayCoordinator,
+    SlotTimeoutError,
+)
 from airflow_provider_genesys_llm.coordination.policy import Aimd, Bucket, grant
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -188,6 +193,27 @@ def test_bucket_never_lets_a_sliding_minute_exceed_the_quota() -> None:
     for quota in (2, 59, 60, 300, 1000):
         bucket = Bucket(quota)
         assert bucket.capacity + bucket.rate * 60 <= quota + 1e-9, quota
+
+
+def test_settings_name_the_missing_database_and_reject_bad_values() -> None:
+    assert CoordinationSettings().enabled is False  # the default stays per process: nothing to set up
+    with pytest.raises(ValueError, match="postgres_conn_id"):
+        CoordinationSettings(enabled=True)
+    for bad in ({"max_concurrency": 0}, {"min_backfill_share": 1.5}, {"lease_seconds": 0.1}, {"unknown": 1}):
+        with pytest.raises(ValueError):
+            CoordinationSettings(**bad)  # type: ignore[arg-type]
+
+
+async def test_an_unreachable_database_fails_fast_with_a_typed_error_without_the_password() -> None:
+    gate = GatewayCoordinator("host=/nonexistent-socket-dir port=1 user=u password=hunter2-secret dbname=d",
+                              CONN_ID, gate_settings())
+    started = time.monotonic()
+    with pytest.raises(CoordinationUnavailableError, match="a retry reconnects") as failure:
+        async with gate.slot("interactive", timeout=5):
+            pass
+    assert time.monotonic() - started < 5
+    assert "hunter2" not in str(failure.value) and failure.value.retryable
+    await gate.aclose()
 
 
 # --- several OS processes against one gate ------------------------------------------------

@@ -40,7 +40,10 @@ def unavailable(exc: psycopg.Error) -> CoordinationUnavailableError:
     """A typed error carrying only the server's primary message (its DETAIL may quote a row)."""
     primary = exc.diag.message_primary if exc.diag is not None else None
     message = primary or type(exc).__name__
-    return CoordinationUnavailableError(f"coordination database error: {message}; a retry reconnects")
+    return CoordinationUnavailableError(
+        f"coordination database error: {message} (check the Postgres connection named by "
+        "coordination.postgres_conn_id); a retry reconnects"
+    )
 
 
 class Database:
