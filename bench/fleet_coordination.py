@@ -135,11 +135,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8, help="streams each worker runs (demand > quota)")
     parser.add_argument("--token-delay", type=float, default=0.01, help="emulator seconds between tokens")
     parser.add_argument("--completion-tokens", type=int, default=40)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="the coordinator's max_concurrency (default: the quota); above it, AIMD must find the quota")
     parser.add_argument("--per-process", action="store_true",
                         help="no coordinator: each worker keeps only its own limit (today's default), for comparison")
     args = parser.parse_args()
     spawn = multiprocessing.get_context("spawn")
-    settings = CoordinationSettings(enabled=not args.per_process, postgres_conn_id="bench", max_concurrency=args.quota,
+    settings = CoordinationSettings(enabled=not args.per_process, postgres_conn_id="bench",
+                                    max_concurrency=args.limit or args.quota,
                                     requests_per_minute=None, lease_seconds=5.0, recovery_window_seconds=5.0)
     with pgserver_conninfo() as conninfo, emulator_process() as emulator:
         emulator.configure(org_max_concurrent_streams=args.quota, token_delay=args.token_delay,

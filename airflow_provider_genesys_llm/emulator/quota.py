@@ -15,8 +15,10 @@ attempts that fail or drop before the final frame).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -35,8 +37,13 @@ PAID_HISTORY = 200_000
 QUOTA_MESSAGE = "Organisation quota exceeded: {what}. Retry the request after Retry-After seconds."
 
 
+#: Key of the prompt fingerprints, per emulator process: stable for counting, useless for guessing
+#: prompts from a counters snapshot (a plain hash of a templated prompt is a dictionary attack).
+_PROMPT_KEY = secrets.token_bytes(32)
+
+
 def prompt_hash(request: CompletionRequest) -> str:
-    """A stable digest of everything the model reads: equal prompts from different workers collide."""
+    """A keyed digest of everything the model reads: equal prompts from different workers collide."""
     document = {
         "model": request.model,
         "system": request.system,
@@ -45,7 +52,7 @@ def prompt_hash(request: CompletionRequest) -> str:
         "variables": dict(request.variables),
     }
     canonical = json.dumps(document, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    return hmac.new(_PROMPT_KEY, canonical.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 class QuotaCounters:
