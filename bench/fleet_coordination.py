@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from _pgserver_process import pgserver_conninfo  # noqa: E402
 
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig, GatewayRateLimitError  # noqa: E402
 from airflow_provider_genesys_llm.coordination import (  # noqa: E402
+    ClaimOutcome,
     CoordinationSettings,
     GatewayCoordinator,
     ItemClaims,
@@ -66,46 +68,67 @@ class PerProcessGate:
             await asyncio.sleep(slot.retry_after or self.settings.default_retry_after_seconds)
 
 
-def worker(conninfo: str, base_url: str, ws_url: str, settings_json: str, index: int, workers: int, items: int,
-           streams: int, barrier: Barrier, results: Any) -> None:
-    results.put(asyncio.run(_worker(conninfo, base_url, ws_url, CoordinationSettings.model_validate_json(
-        settings_json), index, workers, items, streams, barrier)))
+@dataclass(frozen=True)
+class Job:
+    """What every worker process is told (picklable: it crosses the spawn boundary)."""
+
+    conninfo: str
+    base_url: str
+    ws_url: str
+    settings_json: str
+    workers: int
+    items: int
+    streams: int
+    claims: bool
 
 
-async def _worker(conninfo: str, base_url: str, ws_url: str, settings: CoordinationSettings, index: int,
-                  workers: int, items: int, streams: int, barrier: Barrier) -> dict[str, Any]:
-    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", api_base_url=base_url,
-                           login_base_url=base_url, stream_base_url=ws_url, max_concurrency=streams,
+class NoClaims:
+    """Without claims every delivery pays for every item it is given: what duplicates cost."""
+
+    async def claim(self, item_ids: list[str], *, wait: float) -> ClaimOutcome:
+        return ClaimOutcome(tuple(item_ids) if not wait else (), (), ())
+
+    async def complete(self, item_ids: list[str]) -> tuple[str, ...]:
+        return ()
+
+
+def worker(job: Job, index: int, barrier: Barrier, results: Any) -> None:
+    results.put(asyncio.run(_worker(job, index, barrier)))
+
+
+async def _worker(job: Job, index: int, barrier: Barrier) -> dict[str, Any]:
+    settings = CoordinationSettings.model_validate_json(job.settings_json)
+    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", api_base_url=job.base_url,
+                           login_base_url=job.base_url, stream_base_url=job.ws_url, max_concurrency=job.streams,
                            requests_per_minute=1_000_000, max_attempts=1)
-    offset = index * items // workers
-    order = [f"item-{(offset + n) % items:06d}" for n in range(items)]
+    offset = index * job.items // job.workers
+    order = [f"item-{(offset + n) % job.items:06d}" for n in range(job.items)]
     latencies: list[float] = []
-    rate_limited = 0
-    shared = GatewayCoordinator(conninfo, CONN_ID, settings) if settings.enabled else None
+    shared = GatewayCoordinator(job.conninfo, CONN_ID, settings) if settings.enabled else None
     gate = shared or PerProcessGate(settings)
-    claims = ItemClaims(conninfo, "bench", f"bench/worker-{index}", lease_seconds=10)
-    async with GatewayClient(config) as client, claims:
+    item_claims = ItemClaims(job.conninfo, "bench", f"bench/worker-{index}", lease_seconds=10)
+    claims = item_claims if job.claims else NoClaims()
+    async with GatewayClient(config) as client, item_claims:
         await client.status()  # token and connections warm before the clock starts
         if shared is not None:
             await shared.start()
         barrier.wait(60)
         started = time.time()
-        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * streams)
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * job.streams)
 
         async def produce() -> None:
             taken: set[str] = set()
             for wait in (0.0, SLOT_TIMEOUT):  # first skip items others hold, then wait for the rest
                 pending = [item_id for item_id in order if item_id not in taken]
-                for start in range(0, len(pending), streams):
-                    outcome = await claims.claim(pending[start:start + streams], wait=wait)
+                for start in range(0, len(pending), job.streams):
+                    outcome = await claims.claim(pending[start:start + job.streams], wait=wait)
                     taken.update(outcome.granted)
                     for item_id in outcome.granted:
                         await queue.put(item_id)
-            for _ in range(streams):
+            for _ in range(job.streams):
                 await queue.put(None)
 
         async def stream() -> None:
-            nonlocal rate_limited
             while (item_id := await queue.get()) is not None:
                 request = client.request(messages=[{"role": "user", "content": prompt(int(item_id[5:]))}])
                 while True:
@@ -113,18 +136,17 @@ async def _worker(conninfo: str, base_url: str, ws_url: str, settings: Coordinat
                         try:
                             result = await client.complete(request)
                         except GatewayRateLimitError as exc:
-                            rate_limited += 1
                             slot.report(status=429, retry_after=exc.retry_after)
                             continue
                     latencies.append(result.total_ms / 1000)
                     break
                 await claims.complete([item_id])
 
-        await asyncio.gather(produce(), *(stream() for _ in range(streams)))
+        await asyncio.gather(produce(), *(stream() for _ in range(job.streams)))
         finished = time.time()
         if shared is not None:
             await shared.aclose()
-    return {"started": started, "finished": finished, "latencies": latencies, "rate_limited": rate_limited}
+    return {"started": started, "finished": finished, "latencies": latencies}
 
 
 def main() -> None:
@@ -137,6 +159,8 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=40)
     parser.add_argument("--limit", type=int, default=None,
                         help="the coordinator's max_concurrency (default: the quota); above it, AIMD must find the quota")
+    parser.add_argument("--no-claims", action="store_true",
+                        help="every worker pays for every item (what redelivered work costs without claims)")
     parser.add_argument("--per-process", action="store_true",
                         help="no coordinator: each worker keeps only its own limit (today's default), for comparison")
     args = parser.parse_args()
@@ -149,11 +173,9 @@ def main() -> None:
                            completion_tokens=args.completion_tokens)
         barrier = spawn.Barrier(args.workers)
         results = spawn.Queue()
-        processes = [
-            spawn.Process(target=worker, args=(conninfo, emulator.base_url, emulator.ws_url, settings.model_dump_json(),
-                                               n, args.workers, args.items, args.streams, barrier, results))
-            for n in range(args.workers)
-        ]
+        job = Job(conninfo, emulator.base_url, emulator.ws_url, settings.model_dump_json(), args.workers, args.items,
+                  args.streams, claims=not args.no_claims)
+        processes = [spawn.Process(target=worker, args=(job, n, barrier, results)) for n in range(args.workers)]
         for process in processes:
             process.start()
         reports = [results.get(timeout=WORKER_TIMEOUT) for _ in processes]
@@ -163,6 +185,7 @@ def main() -> None:
     wall = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
     latencies = [value for r in reports for value in r["latencies"]]
     mean_latency = statistics.fmean(latencies)
+    # Throughput counts every completion paid for, duplicates included (there are none with claims).
     utilization = (len(latencies) / wall) / (args.quota / mean_latency)
     requests = counters["ws_requests"]
     duplicates = sum(n - 1 for n in counters["paid_by_prompt_hash"].values() if n > 1)
