@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--token-delay", type=float, default=0.01, help="emulator seconds between tokens")
     parser.add_argument("--completion-tokens", type=int, default=40)
     parser.add_argument("--limit", type=int, default=None,
-                        help="the coordinator's max_concurrency (default: the quota); above it, AIMD must find the quota")
+                        help="the coordinator's max_concurrency (default: the quota); above it AIMD finds the quota")
     parser.add_argument("--no-claims", action="store_true",
                         help="every worker pays for every item (what redelivered work costs without claims)")
     parser.add_argument("--per-process", action="store_true",
