@@ -7,7 +7,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import time
 from datetime import date, timedelta
 from decimal import Decimal
 

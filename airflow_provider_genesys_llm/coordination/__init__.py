@@ -7,8 +7,9 @@ Nothing here is active unless a connection opts in with `CoordinationSettings(en
 from .budget import BudgetDenied, BudgetLedger, Reservation, SpendScope
 from .claims import ClaimOutcome, ItemClaims
 from .errors import CoordinationError, CoordinationUnavailableError, SlotTimeoutError, UnknownModelPriceError
-from .gateway import GateSnapshot, GatewayCoordinator, Slot
+from .gateway import GatewayCoordinator
 from .settings import PRIORITIES, BudgetSettings, CoordinationSettings, Priority
+from .slots import GateSnapshot, Slot
 from .spend import CostEstimate, ModelPrice, PriceTable, SampleCompletion, estimate
 
 __all__ = [

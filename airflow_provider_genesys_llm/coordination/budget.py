@@ -20,10 +20,10 @@ from typing import Literal
 
 from psycopg import sql
 
-from .db import Cursor, Database, Lifecycle, table
+from .db import Cursor, Database, Lifecycle
+from .tables import SPEND, spend_ddl, table
 from .settings import BudgetSettings
 
-SPEND = "genesys_llm_spend"
 BudgetLevel = Literal["per_task", "per_dag_run", "per_day"]
 _TODAY_UTC = "coalesce(%s::date, (clock_timestamp() AT TIME ZONE 'UTC')::date)"
 #: Settled and expired rows older than this are kept (spend history); only dead reservations go.
@@ -81,16 +81,7 @@ class BudgetLedger(Lifecycle):
         self._table = table(table_schema, SPEND)
 
     async def _setup(self) -> None:
-        index = sql.Identifier(f"{SPEND}_conn_day")
-        await self._db.ensure_tables([
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (reservation_id uuid PRIMARY KEY, conn_id text NOT NULL,"
-                " day date NOT NULL, dag_run text, task text, state text NOT NULL CHECK (state IN"
-                " ('reserved', 'settled')), amount numeric NOT NULL, created_at timestamptz NOT NULL,"
-                " expires_at timestamptz)"
-            ).format(self._table),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (conn_id, day)").format(index, self._table),
-        ])
+        await self._db.ensure_tables(spend_ddl(self._table))
 
     async def aclose(self) -> None:
         await self._db.close()

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .db import Database, Lifecycle, table
+from .db import Database, Lifecycle
+from .tables import ITEM_CLAIMS, claims_ddl, table
 from .errors import CoordinationError
 
 log = logging.getLogger(__name__)
 
-CLAIMS = "genesys_llm_item_claims"
 #: Longest pause between two looks at items another owner holds.
 MAX_CLAIM_POLL_SECONDS = 2.0
 
@@ -59,21 +59,14 @@ class ItemClaims(Lifecycle):
         self.token = secrets.token_hex(8)
         self.lease_seconds = lease_seconds
         self._db = Database(conninfo)
-        self._table = table(table_schema, CLAIMS)
+        self._table = table(table_schema, ITEM_CLAIMS)
         self._held: set[str] = set()
         #: Ids whose claim expired and went to another owner while held here (the worker stalled).
         self.lost: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def _setup(self) -> None:
-        await self._db.ensure_tables([
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, item_id text NOT NULL,"
-                " owner text NOT NULL, token text NOT NULL, status text NOT NULL CHECK (status IN"
-                " ('claimed', 'done')), attempts integer NOT NULL, claimed_at timestamptz NOT NULL,"
-                " expires_at timestamptz NOT NULL, PRIMARY KEY (namespace, item_id))"
-            ).format(self._table)
-        ])
+        await self._db.ensure_tables(claims_ddl(self._table))
 
     async def aclose(self) -> None:
         """Stop renewing; claims still held are released so another delivery can take them now."""

@@ -31,11 +31,6 @@ NOTIFY_CHANNEL = "genesys_llm_coordination"
 Cursor = psycopg.AsyncCursor[tuple[object, ...]]
 
 
-def table(schema: str | None, name: str) -> sql.Identifier:
-    """A table identifier, schema-qualified when a schema is configured."""
-    return sql.Identifier(schema, name) if schema else sql.Identifier(name)
-
-
 def unavailable(exc: psycopg.Error) -> CoordinationUnavailableError:
     """A typed error carrying only the server's primary message (its DETAIL may quote a row)."""
     primary = exc.diag.message_primary if exc.diag is not None else None

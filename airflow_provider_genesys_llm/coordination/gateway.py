@@ -13,67 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
 
-from .db import NOTIFY_CHANNEL, Cursor, Database, Lifecycle, Notifications, table
+from .db import NOTIFY_CHANNEL, Cursor, Database, Lifecycle, Notifications
 from .errors import CoordinationError, CoordinationUnavailableError, SlotTimeoutError
 from .policy import Aimd, Bucket, grant
 from .settings import PRIORITIES, CoordinationSettings, Priority
+from .slots import GateSnapshot, Slot, process_owner
+from .tables import GateTables
 
 log = logging.getLogger(__name__)
 
-STATE, LEASES, WAITERS = "genesys_llm_gate_state", "genesys_llm_gate_leases", "genesys_llm_gate_waiters"
 #: Default bound of a wait for a slot (seconds); callers pass their own.
 DEFAULT_SLOT_TIMEOUT = 600.0
 _GRANT_FAILURES_TOLERATED = 3
 #: HTTP statuses that shrink the shared limit; any status with a Retry-After pauses everyone.
 _OVERLOAD_STATUSES = frozenset({429})
-
-
-def process_owner() -> str:
-    """An owner name for this process: host and pid for people, a random tail for uniqueness."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-@dataclass
-class Slot:
-    """A held place in the shared limit. `report` what the gateway answered, before leaving."""
-
-    lease_id: uuid.UUID
-    priority: Priority
-    waited_seconds: float
-    #: Set by the heartbeat when the lease expired or was taken over (the process stalled too long).
-    lost: bool = False
-    status: int | None = field(default=None, init=False)
-    retry_after: float | None = field(default=None, init=False)
-
-    def report(self, *, status: int, retry_after: float | None = None) -> None:
-        """Record the gateway's answer; a 429 halves the fleet's limit and pauses everyone until
-        `retry_after` (applied when the slot is released)."""
-        self.status = status
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class GateSnapshot:
-    """The shared state of one connection, as the next grant would see it."""
-
-    limit: int
-    in_flight: dict[Priority, int]
-    waiting: dict[Priority, int]
-    paused_seconds: float
 
 
 class GatewayCoordinator(Lifecycle):
@@ -94,21 +57,20 @@ class GatewayCoordinator(Lifecycle):
         self._granter: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        schema = settings.table_schema
-        self._t = {"state": table(schema, STATE), "leases": table(schema, LEASES), "waiters": table(schema, WAITERS)}
+        self._t = GateTables.in_schema(settings.table_schema)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def _setup(self) -> None:
         """Create the tables and this connection's state row."""
-        await self._db.ensure_tables(self._ddl())
+        await self._db.ensure_tables(self._t.ddl())
         async with self._db.transaction() as cursor:
             await cursor.execute(
                 sql.SQL(
                     "INSERT INTO {} (conn_id, limit_now, last_change, paused_until, tokens, tokens_at)"
                     " VALUES (%s, %s, clock_timestamp(), 'epoch', %s, clock_timestamp())"
                     " ON CONFLICT (conn_id) DO NOTHING"
-                ).format(self._t["state"]),
+                ).format(self._t.state),
                 (self.conn_id, float(self.settings.max_concurrency), self._bucket.capacity if self._bucket else 0.0),
             )
         self._notifications.start()
@@ -128,7 +90,7 @@ class GatewayCoordinator(Lifecycle):
             try:
                 async with self._db.transaction() as cursor:
                     await cursor.execute(
-                        sql.SQL("DELETE FROM {} WHERE owner = %s").format(self._t["leases"]), (self.owner,)
+                        sql.SQL("DELETE FROM {} WHERE owner = %s").format(self._t.leases), (self.owner,)
                     )
                     await self._notify(cursor)
             except CoordinationUnavailableError:
@@ -238,7 +200,7 @@ class GatewayCoordinator(Lifecycle):
                 tokens = self._bucket.refilled(tokens, since_tokens)
             await self._drop_expired(cursor)
             await cursor.execute(
-                sql.SQL("DELETE FROM {} WHERE conn_id = %s AND owner = %s").format(t["waiters"]),
+                sql.SQL("DELETE FROM {} WHERE conn_id = %s AND owner = %s").format(t.waiters),
                 (self.conn_id, self.owner),
             )
             in_flight, waiting = await self._counts(cursor)
@@ -258,7 +220,7 @@ class GatewayCoordinator(Lifecycle):
                     sql.SQL(
                         "INSERT INTO {} (lease_id, conn_id, owner, priority, acquired_at, expires_at)"
                         " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp() + make_interval(secs => %s))"
-                    ).format(t["leases"]),
+                    ).format(t.leases),
                     [(lease_id, self.conn_id, self.owner, p, settings.lease_seconds) for lease_id, p in leases],
                 )
             still = [(p, mine[p] - counts[p]) for p in PRIORITIES if mine[p] > counts[p]]
@@ -267,14 +229,14 @@ class GatewayCoordinator(Lifecycle):
                     sql.SQL(
                         "INSERT INTO {} (conn_id, owner, priority, waiting, expires_at)"
                         " VALUES (%s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
-                    ).format(t["waiters"]),
+                    ).format(t.waiters),
                     [(self.conn_id, self.owner, p, n, settings.lease_seconds) for p, n in still],
                 )
             await cursor.execute(
                 sql.SQL(
                     "UPDATE {} SET limit_now = %s, last_change = last_change + make_interval(secs => %s),"
                     " tokens = %s, tokens_at = clock_timestamp() WHERE conn_id = %s"
-                ).format(t["state"]),
+                ).format(t.state),
                 (limit_now, used, tokens - len(leases), self.conn_id),
             )
         return granted, self._next_wait(paused, tokens - len(leases))
@@ -288,10 +250,10 @@ class GatewayCoordinator(Lifecycle):
 
     async def _counts(self, cursor: Cursor) -> tuple[dict[Priority, int], dict[Priority, int]]:
         counts: list[dict[Priority, int]] = []
-        for name, expression in (("leases", "count(*)"), ("waiters", "sum(waiting)")):
+        for name, expression in ((self._t.leases, "count(*)"), (self._t.waiters, "sum(waiting)")):
             await cursor.execute(
                 sql.SQL("SELECT priority, {} FROM {} WHERE conn_id = %s GROUP BY priority").format(
-                    sql.SQL(expression), self._t[name]
+                    sql.SQL(expression), name
                 ),
                 (self.conn_id,),
             )
@@ -306,7 +268,7 @@ class GatewayCoordinator(Lifecycle):
                 if slot.status in _OVERLOAD_STATUSES or slot.retry_after is not None:
                     await self._back_off(cursor, slot)
                 await cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE lease_id = %s").format(self._t["leases"]), (slot.lease_id,)
+                    sql.SQL("DELETE FROM {} WHERE lease_id = %s").format(self._t.leases), (slot.lease_id,)
                 )
                 await self._notify(cursor)
         except CoordinationError as exc:
@@ -318,7 +280,7 @@ class GatewayCoordinator(Lifecycle):
         pause = slot.retry_after if slot.retry_after is not None else self.settings.default_retry_after_seconds
         await cursor.execute(
             sql.SQL("SELECT limit_now, paused_until > clock_timestamp() FROM {} WHERE conn_id = %s FOR UPDATE").format(
-                self._t["state"]
+                self._t.state
             ),
             (self.conn_id,),
         )
@@ -332,7 +294,7 @@ class GatewayCoordinator(Lifecycle):
                 "UPDATE {} SET limit_now = %s, last_change = CASE WHEN %s THEN clock_timestamp() ELSE last_change END,"
                 " paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs => %s))"
                 " WHERE conn_id = %s"
-            ).format(self._t["state"]),
+            ).format(self._t.state),
             (self._aimd.decreased(limit_now, not shrink), shrink, pause, self.conn_id),
         )
         log.warning(
@@ -354,14 +316,14 @@ class GatewayCoordinator(Lifecycle):
                         sql.SQL(
                             "UPDATE {} SET expires_at = clock_timestamp() + make_interval(secs => %s)"
                             " WHERE owner = %s RETURNING lease_id"
-                        ).format(self._t["leases"]),
+                        ).format(self._t.leases),
                         (self.settings.lease_seconds, self.owner),
                     )
                     alive = {row[0] for row in await cursor.fetchall()}
                     await cursor.execute(
                         sql.SQL(
                             "UPDATE {} SET expires_at = clock_timestamp() + make_interval(secs => %s) WHERE owner = %s"
-                        ).format(self._t["waiters"]),
+                        ).format(self._t.waiters),
                         (self.settings.lease_seconds, self.owner),
                     )
             except CoordinationError as exc:
@@ -391,7 +353,7 @@ class GatewayCoordinator(Lifecycle):
                 "SELECT limit_now, extract(epoch FROM clock_timestamp() - last_change),"
                 " extract(epoch FROM paused_until - clock_timestamp()), tokens,"
                 " extract(epoch FROM clock_timestamp() - tokens_at) FROM {} WHERE conn_id = %s {}"
-            ).format(self._t["state"], sql.SQL("FOR UPDATE" if lock else "")),
+            ).format(self._t.state, sql.SQL("FOR UPDATE" if lock else "")),
             (self.conn_id,),
         )
         row = await cursor.fetchone()
@@ -402,30 +364,8 @@ class GatewayCoordinator(Lifecycle):
 
     async def _drop_expired(self, cursor: Cursor) -> None:
         """Leases and waiter rows of dead workers stop counting here."""
-        for name in ("leases", "waiters"):
+        for name in (self._t.leases, self._t.waiters):
             await cursor.execute(
-                sql.SQL("DELETE FROM {} WHERE conn_id = %s AND expires_at < clock_timestamp()").format(self._t[name]),
+                sql.SQL("DELETE FROM {} WHERE conn_id = %s AND expires_at < clock_timestamp()").format(name),
                 (self.conn_id,),
             )
-
-    def _ddl(self) -> list[sql.Composable]:
-        t = self._t
-        return [
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (conn_id text PRIMARY KEY, limit_now double precision NOT NULL,"
-                " last_change timestamptz NOT NULL, paused_until timestamptz NOT NULL,"
-                " tokens double precision NOT NULL, tokens_at timestamptz NOT NULL)"
-            ).format(t["state"]),
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (lease_id uuid PRIMARY KEY, conn_id text NOT NULL,"
-                " owner text NOT NULL, priority text NOT NULL, acquired_at timestamptz NOT NULL,"
-                " expires_at timestamptz NOT NULL)"
-            ).format(t["leases"]),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (conn_id, expires_at)").format(
-                sql.Identifier(f"{LEASES}_conn_expires"), t["leases"]
-            ),
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (conn_id text NOT NULL, owner text NOT NULL, priority text NOT NULL,"
-                " waiting integer NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (conn_id, owner, priority))"
-            ).format(t["waiters"]),
-        ]
