@@ -125,6 +125,27 @@ async def _report_429(conninfo: str, settings: CoordinationSettings, retry_after
             slot.report(status=429, retry_after=retry_after)
 
 
+def complete_through_gate(conninfo: str, settings_json: str, base_url: str, ws_url: str, worker: str,
+                          streams: int, items: int) -> None:
+    asyncio.run(_complete_through_gate(conninfo, CoordinationSettings.model_validate_json(settings_json), base_url,
+                                       ws_url, worker, streams, items))
+
+
+async def _complete_through_gate(conninfo: str, settings: CoordinationSettings, base_url: str, ws_url: str,
+                                 worker: str, streams: int, items: int) -> None:
+    """`streams` streams, each wrapping the raw client's `complete` in a slot; no client retries."""
+    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", api_base_url=base_url,
+                           login_base_url=base_url, stream_base_url=ws_url, max_concurrency=streams, max_attempts=1)
+    async with GatewayClient(config) as client, GatewayCoordinator(conninfo, CONN_ID, settings) as gate:
+        async def stream(n: int) -> None:
+            for item in range(items):
+                request = client.request(messages=[{"role": "user", "content": f"{worker} stream {n} item {item}"}])
+                async with gate.slot("backfill", timeout=60):
+                    await client.complete(request)  # a 429 would fail the worker, and the test
+
+        await asyncio.gather(*(stream(n) for n in range(streams)))
+
+
 # --- helpers of the parent ----------------------------------------------------------------
 
 def run_processes(processes: list[multiprocessing.process.BaseProcess], timeout: float = PROCESS_TIMEOUT) -> None:
@@ -339,6 +360,18 @@ def test_the_shared_rate_bucket_paces_all_processes(pg_connect) -> None:
     for index, started in enumerate(starts):
         earliest = (index + 1 - bucket.capacity) / bucket.rate
         assert (started - starts[0]).total_seconds() >= earliest - 0.25, index
+
+
+def test_two_processes_through_the_gate_stay_within_the_emulators_quota(pg_connect, emulator) -> None:
+    conninfo = conninfo_of(pg_connect)
+    emulator.configure(org_max_concurrent_streams=4, completion_tokens=20, token_delay=0.01)
+    settings = gate_settings(max_concurrency=4).model_dump_json()
+    run_processes([SPAWN.Process(target=complete_through_gate, args=(
+        conninfo, settings, emulator.base_url, emulator.ws_url, f"w{n}", 6, 4)) for n in range(2)])
+    counters = emulator.counters()
+    assert counters["max_concurrent_streams"] == 4  # 12 streams wanted more; the gate held them at the quota
+    assert counters["quota_429s"] == 0
+    assert counters["completions_paid"] == 48 and counters["paid_twice_prompts"] == 0
 
 
 # --- the emulator's organisation-wide quota -----------------------------------------------
