@@ -12,6 +12,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
 
@@ -223,6 +225,19 @@ def test_settings_name_the_missing_database_and_reject_bad_values() -> None:
     for bad in ({"max_concurrency": 0}, {"min_backfill_share": 1.5}, {"lease_seconds": 0.1}, {"unknown": 1}):
         with pytest.raises(ValueError):
             CoordinationSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_settings_and_prices_import_without_psycopg() -> None:
+    """The client reads a connection's coordination settings even without the postgres extra."""
+    code = (
+        "import sys\n"
+        "from airflow_provider_genesys_llm.coordination import CoordinationSettings, PriceTable, BudgetSettings\n"
+        "assert 'psycopg' not in sys.modules, sorted(m for m in sys.modules if 'psycopg' in m)\n"
+        "from airflow_provider_genesys_llm.coordination import GatewayCoordinator\n"
+        "assert 'psycopg' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 async def test_an_unreachable_database_fails_fast_with_a_typed_error_without_the_password() -> None:
