@@ -194,7 +194,8 @@ def main() -> None:
         f"utilization={utilization:.2f} max_inflight={counters['max_concurrent_streams']} "
         f"rate_429={counters['quota_429s'] / max(1, requests):.4f} duplicates_paid={duplicates}"
     )
-    print(json.dumps({"completed": len(latencies), "mean_latency_s": round(mean_latency, 4),
+    print(json.dumps({"completed": len(latencies), "per_worker": [len(r["latencies"]) for r in reports],
+                      "mean_latency_s": round(mean_latency, 4),
                       "completion_requests": requests, "quota_429s": counters["quota_429s"],
                       "completions_paid": counters["completions_paid"]}))
 
