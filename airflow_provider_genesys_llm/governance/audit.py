@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .canonical import canonical_json
 
-# Re-exported: the operators, callbacks and users import the chain and its witnesses from here.
-from .chain import (  # noqa: F401
+# Re-exported (listed in ``__all__``): the operators, callbacks and users import the chain and its
+# witnesses from here.
+from .chain import (
     DEFAULT_TABLE,
     AuditChainError,
     AuditChainStore,
@@ -28,13 +29,35 @@ from .chain import (  # noqa: F401
     chain_hash,
     verify_chain,
 )
-from .witness import (  # noqa: F401
+from .witness import (
     GENESIS_HASH,
     HEAD_LOG_PREFIX,
     ChainHead,
     WitnessFormatError,
     heads_from_log_lines,
 )
+
+__all__ = [
+    "COMPLIANCE_TAG",
+    "DEFAULT_TABLE",
+    "GENESIS_HASH",
+    "HEAD_LOG_PREFIX",
+    "LOG_PREFIX",
+    "AuditChainError",
+    "AuditChainStore",
+    "AuditLog",
+    "AuditRecord",
+    "ChainHead",
+    "ChainVerification",
+    "ConnectionFactory",
+    "ParameterValue",
+    "Timings",
+    "TokenUsage",
+    "WitnessFormatError",
+    "chain_hash",
+    "heads_from_log_lines",
+    "verify_chain",
+]
 
 #: Tag carried by every record, naming the governance scheme the records follow.
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
