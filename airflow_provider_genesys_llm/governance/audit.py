@@ -51,6 +51,7 @@ __all__ = [
     "ChainVerification",
     "ConnectionFactory",
     "ParameterValue",
+    "RecordStatus",
     "Timings",
     "TokenUsage",
     "WitnessFormatError",
@@ -65,6 +66,8 @@ COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
 LOG_PREFIX = "GENESYS_AUDIT "
 
 ParameterValue = str | int | float | bool | None
+#: How a completion or task ended.
+RecordStatus = Literal["success", "failed", "skipped"]
 
 
 class TokenUsage(BaseModel):
@@ -95,7 +98,7 @@ class AuditRecord(BaseModel):
 
     audit_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     kind: Literal["completion", "task"]
-    status: Literal["success", "failed", "skipped"]
+    status: RecordStatus
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None

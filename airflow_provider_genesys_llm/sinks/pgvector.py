@@ -481,7 +481,7 @@ class PgVectorStore:
         """Number of stored results."""
         with self._cursor("count", transaction=False) as cur:
             cur.execute(sql.SQL("SELECT count(*) FROM {table}").format(table=self._table))
-            return _fetch_value(cur)
+            return _fetch_int(cur)
 
     def build_index(self, concurrently: bool = True) -> None:
         """Create the HNSW cosine index if it is missing (the end of a ``"deferred"`` bulk load).
@@ -808,10 +808,10 @@ def _filter_conditions(filters: Mapping[str, object], name: str) -> tuple[sql.Co
     return sql.SQL(" AND ") + conditions, [value for value in filters.values() if value is not None]
 
 
-def _fetch_value(cur: psycopg.Cursor[Any]) -> Any:
+def _fetch_int(cur: psycopg.Cursor[Any]) -> int:
     row = cur.fetchone()
     assert row is not None, "an aggregate query returned no row"
-    return row[0]
+    return int(row[0])
 
 
 def airflow_conninfo(conn: Connection) -> str:
