@@ -385,8 +385,9 @@ class PgVectorStore:
 
         Why, measured on this project's 2-core machine (20k rows of 384-d vectors, unindexed table;
         ``bench/sink_throughput.py`` reproduces all but the executemany figure): staging every row
-        and merging ran 1.4-1.9x faster than a pipelined ``executemany`` of ``INSERT ... ON CONFLICT`` (one executor run on the server
-        instead of one per row; C-level row formatting on the client) but reached only ~60% of a
+        and merging ran 1.4-1.9x faster than a pipelined ``executemany`` of ``INSERT ... ON CONFLICT``
+        (one executor run on the server instead of one per row; C-level row formatting on the client)
+        but reached only ~60% of a
         plain binary COPY. COPYing new rows directly brings a first load to 80-95% of plain COPY,
         and a re-run of unchanged rows costs one id lookup (140-200k rows/s) instead of re-sending
         every vector. Rows that did change still take the staged merge (40-60% of plain COPY).
