@@ -64,6 +64,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
     def _interval(self, context: Context) -> tuple[datetime, datetime]:
         start = self.interval_start or context["data_interval_start"]
         end = self.interval_end or context["data_interval_end"]
+        if start is None or end is None:  # a run without a data interval (a manual run of an unscheduled DAG)
+            raise ValueError("the run has no data interval: set interval_start and interval_end on the operator")
         return _as_datetime(start), _as_datetime(end)
 
     async def _job(self, source: TranscriptSource, context: Context) -> str | None:
