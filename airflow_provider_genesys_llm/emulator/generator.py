@@ -58,8 +58,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def completion_tokens(request: CompletionRequest, count: int, insertion: Insertion | None = None) -> list[str]:
-    """Exactly `count` tokens answering `request` (see `standin_model`): a JSON object with sentiment,
-    intent and summary when the request wants JSON, else the summary as prose."""
+    """`count` tokens answering `request` (see `standin_model`): a JSON object with sentiment, intent
+    and summary when the request wants JSON (never fewer than its frame and one summary token), else
+    the summary as prose; a planted `insertion` comes on top."""
     reading = standin_model.read(_transcript(request))
     lead = _Stream(_seed(request)).pick(standin_model.LEADS[reading.intent])
     if request.json_output:

@@ -27,14 +27,16 @@ INTENT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         r"\bnot working\b", r"\bwon't start\b", r"\bstuck\b", r"\berror\b", r"\bcrash", r"\blogs me out\b",
         r"\btechnician\b", r"\bfirmware\b", r"\bline test\b",
     )),
-    ("billing_question", (r"\bbill(s|ing)?\b", r"\binvoice\b", r"\bcharges?\b", r"\bstatement\b", r"\badd-on\b")),
+    ("billing_question", (
+        r"\bbill(s|ing)?\b(?! address)", r"\binvoice\b", r"\bcharges?\b", r"\bstatement\b", r"\badd-on\b",
+    )),
     ("address_change", (r"\baddress\b", r"\bmov(e|ed|ing)\b", r"\bnew apartment\b", r"\btransfer my service\b")),
     ("delivery_problem", (
         r"\bdeliver", r"\bparcel\b", r"\bpackage\b", r"\bshipment\b", r"\btracking\b", r"\bcarrier\b",
         r"\bnever (arrived|showed up)\b",
     )),
     ("account_access", (r"\bpassword\b", r"\blocked out\b", r"\blog ?in\b", r"\bcredentials\b", r"\breset link\b")),
-    ("plan_change", (r"\bupgrade", r"\bfaster\b", r"\bgigabit\b", r"\bplan\b", r"\bmegabit\b")),
+    ("plan_change", (r"\bupgrade", r"\bfaster\b", r"\bgigabit\b", r"\bplan\b", r"\bmegabit\b", r"\bmore speed\b")),
 )
 GENERAL_INTENT = "general_inquiry"
 INTENTS: tuple[str, ...] = (*(name for name, _ in INTENT_RULES), GENERAL_INTENT)
@@ -110,8 +112,9 @@ class Reading:
 def read(transcript: str) -> Reading:
     """Intent, sentiment and ranked sentences of ``transcript`` (``Speaker: text`` lines or prose)."""
     sentences = list(_sentences(transcript))
-    customer_text = " ".join(s.text for s in sentences if s.by_customer)
-    intent = _intent(customer_text) or _intent(" ".join(s.text for s in sentences)) or GENERAL_INTENT
+    customer = [s for s in sentences if s.by_customer]
+    customer_text = " ".join(s.text for s in customer)
+    intent = _intent(customer) or _intent(sentences) or GENERAL_INTENT
     positive = len(_POSITIVE.findall(customer_text))
     negative = len(_NEGATIVE.findall(customer_text))
     sentiment = "positive" if positive > negative else "negative" if negative > positive else "neutral"
@@ -143,10 +146,19 @@ def _votes(text: str) -> dict[str, int]:
     return {name: sum(len(pattern.findall(text)) for pattern in patterns) for name, patterns in _RULES}
 
 
-def _intent(text: str) -> str | None:
-    votes = _votes(text)
-    best = max(votes.values(), default=0)
-    return next((name for name, count in votes.items() if count == best), None) if best else None
+def _intent(sentences: list[Sentence]) -> str | None:
+    """The intent with most votes; the first sentence that votes at all (why the customer called)
+    counts three times, so a later aside ("that's where the bills go") does not outvote it."""
+    votes = dict.fromkeys(INTENTS, 0)
+    opener_seen = False
+    for sentence in sentences:
+        found = _votes(sentence.text)
+        weight = 1 if opener_seen or not any(found.values()) else 3
+        opener_seen = opener_seen or any(found.values())
+        for name, count in found.items():
+            votes[name] += weight * count
+    best = max(votes.values())
+    return next(name for name, count in votes.items() if count == best) if best else None
 
 
 def _salience(sentence: Sentence, intent: str) -> int:
