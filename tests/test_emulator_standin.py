@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -159,6 +160,14 @@ def test_demo_dag_search_returns_a_refund_first(airflow_home, emulator, pg_serve
     first_other = next(i for i, a in enumerate(answers) if a["intent"] != "refund_request")
     assert all(a["intent"] == "refund_request" for a in answers[:first_other])
     assert matches[first_other].distance - matches[0].distance > 0.1  # a clear margin, not a tie
+
+    searched = dags_test(env, "genesys_semantic_search", "2026-11-22")
+    assert searched.returncode == 0, (searched.stdout + searched.stderr)[-4000:]
+    with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
+        [(value,)] = db.execute("SELECT value FROM xcom WHERE dag_id = 'genesys_semantic_search' AND task_id = 'search'")
+    found = json.loads(value)
+    assert len(found) == 5 and found[0]["intent"] == "refund_request" and "refund" in found[0]["summary"]
+    assert [m["cosine_distance"] for m in found] == sorted(m["cosine_distance"] for m in found)
 
 
 async def test_openai_compatible_embedder_example_works_against_the_emulator(emulator, monkeypatch) -> None:
