@@ -39,7 +39,8 @@ DEFAULT_KEY_ENV = "AIRFLOW_VAR_GENESYS_LLM_ID_KEY"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_genesys_llm.erasure", description=__doc__,
+        prog="python -m airflow_provider_genesys_llm.erasure",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     erase_command = commands.choices["erase"]
     erase_command.add_argument("--transcripts-table", default=DEFAULT_TRANSCRIPTS_TABLE)
     erase_command.add_argument(
-        "--results-table", action="append", dest="results_tables",
+        "--results-table",
+        action="append",
+        dest="results_tables",
         help="a results table (repeat for more); default: every results table in the schema",
     )
     erase_command.add_argument("--audit-table", default=DEFAULT_AUDIT_TABLE)
@@ -85,8 +88,10 @@ def _conninfo(args: argparse.Namespace) -> str:
 def _key(variable: str) -> IdKey:
     value = os.environ.get(variable)
     if not value:
-        raise IdKeyError(f"environment variable {variable} (the deployment's id key) is not set; export it or name "
-                         "another with --id-key-env")
+        raise IdKeyError(
+            f"environment variable {variable} (the deployment's id key) is not set; export it or name "
+            "another with --id-key-env"
+        )
     return IdKey(value)
 
 
@@ -102,12 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"ids": len(ids), "erased": erased, "not_erased": len(ids) - erased}))
             return 0 if erased == len(ids) else 1
         targets = ErasureTargets(
-            schema=args.schema, transcripts_table=args.transcripts_table or None,
-            results_tables=args.results_tables, tombstones_table=args.tombstones_table,
+            schema=args.schema,
+            transcripts_table=args.transcripts_table or None,
+            results_tables=args.results_tables,
+            tombstones_table=args.tombstones_table,
             audit_table=args.audit_table,
         )
-        report = erase(connect, ids, key, targets=targets, masker=PiiMasker(), audit_fields={"owner": "cli"},
-                       vacuum=not args.no_vacuum)
+        report = erase(
+            connect,
+            ids,
+            key,
+            targets=targets,
+            masker=PiiMasker(),
+            audit_fields={"owner": "cli"},
+            vacuum=not args.no_vacuum,
+        )
     except (ValueError, OSError, ErasureError, psycopg.Error) as exc:  # IdKeyError is a ValueError
         # A server error's DETAIL can quote a row: its primary message only.
         reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.sqlstate else exc

@@ -54,7 +54,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "task-decorators": [
-            {"class-name": "airflow_provider_genesys_llm.decorators.genesys_llm.genesys_llm_task", "name": "genesys_llm"}
+            {
+                "class-name": "airflow_provider_genesys_llm.decorators.genesys_llm.genesys_llm_task",
+                "name": "genesys_llm",
+            }
         ],
         "notifications": ["airflow_provider_genesys_llm.callbacks.audit.GenesysAuditNotifier"],
         "hooks": [

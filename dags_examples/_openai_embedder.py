@@ -36,7 +36,12 @@ class OpenAIEmbedder:
     """
 
     def __init__(
-        self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", batch_size: int = 256,
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        batch_size: int = 256,
         timeout: float = 60.0,
     ) -> None:
         self.url = base_url.rstrip("/") + "/embeddings"

@@ -11,10 +11,9 @@ import json
 import logging
 
 import pendulum
-
+from _genesys_common import DEFAULT_ARGS, INSIGHTS_TABLE, POSTGRES_CONN_ID
 from airflow.sdk import DAG, Param, task
 
-from _genesys_common import DEFAULT_ARGS, INSIGHTS_TABLE, POSTGRES_CONN_ID
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 

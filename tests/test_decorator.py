@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 from pathlib import Path
 
 import psycopg
 import pytest
-
 from airflow_runner import airflow_env, dags_test
+from statsd_listener import StatsdListener
+
 from airflow_provider_genesys_llm.decorators.genesys_llm import PromptTypeError, as_messages
 from airflow_provider_genesys_llm.get_provider_info import get_provider_info
 
@@ -32,15 +32,19 @@ def test_the_decorator_is_registered_without_importing_airflow() -> None:
     ("returned", "expected"),
     [
         ("hello", [{"role": "user", "content": "hello"}]),
-        ([{"role": "system", "content": "s", "extra": 1}, {"role": "user", "content": "u"}],
-         [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]),
+        (
+            [{"role": "system", "content": "s", "extra": 1}, {"role": "user", "content": "u"}],
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        ),
     ],
 )
 def test_a_prompt_or_messages_become_messages(returned: object, expected: list[dict[str, str]]) -> None:
     assert as_messages(returned) == expected
 
 
-@pytest.mark.parametrize("returned", ["", "   ", None, 42, [], [{"role": "user"}], [{"role": 1, "content": "x"}], {"a": 1}])
+@pytest.mark.parametrize(
+    "returned", ["", "   ", None, 42, [], [{"role": "user"}], [{"role": 1, "content": "x"}], {"a": 1}]
+)
 def test_anything_else_is_refused_with_what_to_return(returned: object) -> None:
     with pytest.raises(PromptTypeError, match="return the"):
         as_messages(returned)
@@ -48,7 +52,6 @@ def test_anything_else_is_refused_with_what_to_return(returned: object) -> None:
 
 def test_messages_cannot_be_passed_to_the_decorator() -> None:
     import pendulum
-
     from airflow.sdk import DAG, task
 
     with DAG("decorator_misuse", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
@@ -66,15 +69,8 @@ def test_decorated_task_runs_governed_under_airflow_dags_test(airflow_home, emul
     gateway, the XCom and the rendered-template store see it masked; the audit chain gets a
     completion record per task and the completion metrics are emitted."""
     emulator.add_fault(endpoint="ws", kind="pii_output", text=PII_IN_OUTPUT, split=4, count=None)
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.2)
-    env = airflow_env(airflow_home, HERE / "dags", emulator, pg_server)
-    env.update(
-        AIRFLOW__METRICS__STATSD_ON="True",
-        AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
-        AIRFLOW__METRICS__STATSD_PORT=str(statsd.getsockname()[1]),
-    )
+    statsd = StatsdListener()
+    env = {**airflow_env(airflow_home, HERE / "dags", emulator, pg_server), **statsd.env}
     done = dags_test(env, DAG_ID, "2026-11-21")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
@@ -87,7 +83,9 @@ def test_decorated_task_runs_governed_under_airflow_dags_test(airflow_home, emul
         }
         rendered = "\n".join(
             str(fields)
-            for (fields,) in db.execute("SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ?", (DAG_ID,))
+            for (fields,) in db.execute(
+                "SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ?", (DAG_ID,)
+            )
         )
     classified = xcoms["classify"]
     answer = json.loads(classified["text"])
@@ -104,18 +102,14 @@ def test_decorated_task_runs_governed_under_airflow_dags_test(airflow_home, emul
 
     with psycopg.connect(pg_server.conninfo) as conn:
         records = [
-            row[0] for row in conn.execute(
+            row[0]
+            for row in conn.execute(
                 "SELECT record FROM genesys_llm_audit WHERE dag_id = %s AND kind = 'completion'", (DAG_ID,)
             )
         ]
     assert [(r["task_id"], r["status"]) for r in records] == [("classify", "success")]
     assert records[0]["prompt_sha256"] and records[0]["masking_counts"]["EMAIL"] == 1
 
-    packets = []
-    try:
-        while True:
-            packets.append(statsd.recv(65535).decode())
-    except TimeoutError:
-        pass
-    metrics = "\n".join(packets)
+    metrics = statsd.received()
+    statsd.close()
     assert metrics.count("genesys_llm.completion.count") >= 2

@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from airflow_runner import airflow_env, dags_test
 
 from airflow_provider_genesys_llm.client.transcripts import SPEAKERS
 from airflow_provider_genesys_llm.emulator import contact_center, standin_model
 from airflow_provider_genesys_llm.emulator.generator import Insertion, completion_tokens, embed
 from airflow_provider_genesys_llm.emulator.validation import ChatMessage, CompletionRequest
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
-from airflow_runner import airflow_env, dags_test
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "customer wants a refund for a double charge"
@@ -38,8 +38,12 @@ EXPECTED_INTENTS = {
 
 def request(text: str, *, json_output: bool = True, temperature: float = 0.2) -> CompletionRequest:
     return CompletionRequest(
-        "r", "genesys-llm-v2", 1024, temperature,
-        (ChatMessage("system", "Answer in JSON."), ChatMessage("user", text)), json_output=json_output,
+        "r",
+        "genesys-llm-v2",
+        1024,
+        temperature,
+        (ChatMessage("system", "Answer in JSON."), ChatMessage("user", text)),
+        json_output=json_output,
     )
 
 
@@ -100,14 +104,24 @@ def test_the_summary_is_the_transcripts_own_sentences_behind_a_lead() -> None:
 def test_text_answers_name_the_sentiment_and_are_the_same_in_another_process() -> None:
     text = "Customer: I was charged twice and I am really frustrated."
     answer = "".join(completion_tokens(request(text, json_output=False), 30))
-    assert answer.startswith(("Customer asks for a refund.", "The customer wants money back")) and "Sentiment is negative." in answer
+    assert (
+        answer.startswith(("Customer asks for a refund.", "The customer wants money back"))
+        and "Sentiment is negative." in answer
+    )
     code = (
         "from airflow_provider_genesys_llm.emulator.generator import completion_tokens;"
         "from airflow_provider_genesys_llm.emulator.validation import ChatMessage, CompletionRequest;"
-        f"r = CompletionRequest('r', 'genesys-llm-v2', 1024, 0.2, (ChatMessage('system', 'Answer in JSON.'), ChatMessage('user', {text!r})));"
+        "r = CompletionRequest('r', 'genesys-llm-v2', 1024, 0.2,"
+        f" (ChatMessage('system', 'Answer in JSON.'), ChatMessage('user', {text!r})));"
         "print(''.join(completion_tokens(r, 30)), end='')"
     )
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={"PYTHONHASHSEED": "123", **_env()})
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONHASHSEED": "123", **_env()},
+    )
     assert other.returncode == 0, other.stderr
     assert other.stdout == answer
 
@@ -122,7 +136,9 @@ def test_the_emulator_imports_nothing_from_the_provider() -> None:
     offending = []
     for path in (ROOT / "airflow_provider_genesys_llm" / "emulator").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.level > 1 or (node.module or "").startswith("airflow_provider")):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level > 1 or (node.module or "").startswith("airflow_provider")
+            ):
                 offending.append(f"{path.name}: {node.module}")
     assert offending == []
 
@@ -134,7 +150,7 @@ def test_lexical_search_over_stand_in_summaries_ranks_refunds_first() -> None:
         answer = json.loads("".join(completion_tokens(request(text), 48)))
         summaries.append((answer["intent"], answer["summary"]))
     query = embed(QUERY, 384)
-    ranked = sorted(summaries, key=lambda s: -sum(a * b for a, b in zip(query, embed(s[1], 384))))
+    ranked = sorted(summaries, key=lambda s: -sum(a * b for a, b in zip(query, embed(s[1], 384), strict=True)))
     assert ranked[0][0] == "refund_request"
     assert any(intent != "refund_request" for intent, _ in summaries)
 
@@ -145,14 +161,17 @@ def test_demo_dag_search_returns_a_refund_first(airflow_home, emulator, pg_serve
     env = airflow_env(airflow_home, ROOT / "dags_examples", emulator, pg_server)
     done = dags_test(env, "genesys_llm_demo", "2026-11-22")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    token = httpx.post(f"{emulator.base_url}/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"})
+    token = httpx.post(
+        f"{emulator.base_url}/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"}
+    )
     vector = httpx.post(
         f"{emulator.base_url}/api/v2/ai/llm/gateway/embeddings",
         json={"model": "genesys-embed-v1", "input": [QUERY]},
         headers={"Authorization": f"Bearer {token.json()['access_token']}"},
     ).json()["data"][0]["embedding"]
-    with PgVectorStore(lambda: psycopg.connect(pg_server.conninfo), table="transcript_insights", dimension=384,
-                       index="none") as store:
+    with PgVectorStore(
+        lambda: psycopg.connect(pg_server.conninfo), table="transcript_insights", dimension=384, index="none"
+    ) as store:
         matches = store.similarity_search(vector, k=30, filters={"dag_id": "genesys_llm_demo"})
     answers = [json.loads(match.content or "{}") for match in matches]
     assert len(matches) == 30 and [m.distance for m in matches] == sorted(m.distance for m in matches)
@@ -164,7 +183,9 @@ def test_demo_dag_search_returns_a_refund_first(airflow_home, emulator, pg_serve
     searched = dags_test(env, "genesys_semantic_search", "2026-11-22")
     assert searched.returncode == 0, (searched.stdout + searched.stderr)[-4000:]
     with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
-        [(value,)] = db.execute("SELECT value FROM xcom WHERE dag_id = 'genesys_semantic_search' AND task_id = 'search'")
+        [(value,)] = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = 'genesys_semantic_search' AND task_id = 'search'"
+        )
     found = json.loads(value)
     assert len(found) == 5 and found[0]["intent"] == "refund_request" and "refund" in found[0]["summary"]
     assert [m["cosine_distance"] for m in found] == sorted(m["cosine_distance"] for m in found)
@@ -177,16 +198,23 @@ async def test_openai_compatible_embedder_example_works_against_the_emulator(emu
     from _openai_embedder import EmbeddingsError, OpenAIEmbedder
 
     async with httpx.AsyncClient(base_url=emulator.base_url) as http:
-        token = (await http.post("/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"})).json()
+        token = (
+            await http.post("/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"})
+        ).json()
     monkeypatch.setenv("EMULATOR_EMBEDDINGS_KEY", token["access_token"])
     texts = [f"customer {n} wants a refund" for n in range(5)]
-    embedder = OpenAIEmbedder(f"{emulator.base_url}/api/v2/ai/llm/gateway", "genesys-embed-v1",
-                              api_key_env="EMULATOR_EMBEDDINGS_KEY", batch_size=2)
+    embedder = OpenAIEmbedder(
+        f"{emulator.base_url}/api/v2/ai/llm/gateway",
+        "genesys-embed-v1",
+        api_key_env="EMULATOR_EMBEDDINGS_KEY",
+        batch_size=2,
+    )
     try:
         assert await embedder(texts) == [embed(text, 384) for text in texts]
         assert emulator.counters()["embeddings"] == 3 and emulator.counters()["embedding_inputs"] == 5
-        wrong = OpenAIEmbedder(f"{emulator.base_url}/api/v2/ai/llm/gateway", "no-such-model",
-                               api_key_env="EMULATOR_EMBEDDINGS_KEY")
+        wrong = OpenAIEmbedder(
+            f"{emulator.base_url}/api/v2/ai/llm/gateway", "no-such-model", api_key_env="EMULATOR_EMBEDDINGS_KEY"
+        )
         with pytest.raises(EmbeddingsError, match="answered 400 for 1 text") as refused:
             await wrong(["my card is 4111 1111 1111 1111"])
         assert "4111" not in str(refused.value)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
+from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT
 from psycopg import sql
+from test_client import make_config
+from test_transcripts import fulfilled_job
 
 from airflow_provider_genesys_llm.batch.landing import land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient
@@ -28,11 +30,8 @@ from airflow_provider_genesys_llm.sinks.erasure import (
 )
 from airflow_provider_genesys_llm.sinks.pgvector import FailureRow, PgVectorStore, ResultRow
 from airflow_provider_genesys_llm.sinks.transcripts import TranscriptStore
-from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT
-from test_client import make_config
-from test_transcripts import fulfilled_job
 
-DAY = datetime(2026, 11, 3, tzinfo=timezone.utc)
+DAY = datetime(2026, 11, 3, tzinfo=UTC)
 RESULTS = "insights"
 
 
@@ -45,12 +44,20 @@ def test_an_id_covers_itself_and_what_is_below_it_never_a_longer_sibling() -> No
     assert tombstones.is_erased("conv-1") and tombstones.is_erased("conv-1:comm:tr")
     assert not tombstones.is_erased("conv-10:comm:tr") and not tombstones.is_erased("conv-")
     assert tombstones.is_erased("conv-2:m:t") and not tombstones.is_erased("conv-2:m:u")
-    assert not TombstoneList(TEST_ID_KEY.__class__("another-deployment-key-0123456789"), [id_digest(TEST_ID_KEY, "conv-1")]).is_erased("conv-1")
+    assert not TombstoneList(
+        TEST_ID_KEY.__class__("another-deployment-key-0123456789"), [id_digest(TEST_ID_KEY, "conv-1")]
+    ).is_erased("conv-1")
 
 
 def test_filter_items_drops_erased_items_and_counts_them() -> None:
     tombstones = TombstoneList(TEST_ID_KEY, [id_digest(TEST_ID_KEY, "c1")])
-    items = [{"id": "c1:a:b", "text": "x"}, {"id": "c2:a:b", "text": "y"}, "not an item", {"text": "no id"}, {"id": "c1"}]
+    items = [
+        {"id": "c1:a:b", "text": "x"},
+        {"id": "c2:a:b", "text": "y"},
+        "not an item",
+        {"text": "no id"},
+        {"id": "c1"},
+    ]
     assert list(tombstones.filter_items(iter(items))) == [items[1], "not an item", {"text": "no id"}]
     assert tombstones.skipped == 2
 
@@ -60,7 +67,10 @@ def test_bad_ids_are_refused_before_anything_happens(ids, pg_connect) -> None:
     with pytest.raises(ValueError, match="id|ids"):
         erase(pg_connect, ids, TEST_ID_KEY, targets=ErasureTargets(schema=pg_connect.schema))
     with pg_connect() as conn:
-        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (pg_connect.schema,)).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (pg_connect.schema,)).fetchone()[0]
+            == 0
+        )
 
 
 # -- against Postgres ------------------------------------------------------------------------
@@ -79,22 +89,33 @@ async def landed(emulator, pg_connect) -> dict[str, list[dict[str, str]]]:
     assert stats.transcripts > 10
     by_conversation: dict[str, list[dict[str, str]]] = {}
     with pg_connect() as conn:
-        for row in conn.execute("SELECT conversation_id, communication_id, transcript_id, text FROM genesys_transcripts"):
+        for row in conn.execute(
+            "SELECT conversation_id, communication_id, transcript_id, text FROM genesys_transcripts"
+        ):
             key = ":".join(row[:3])
             by_conversation.setdefault(row[0], []).append({"key": key, "text": row[3]})
     with PgVectorStore(pg_connect, table=RESULTS, schema=pg_connect.schema, dimension=384) as results:
         results.ensure_schema()
         rows = [
-            ResultRow(id=f"r-{position}", content=json.dumps({"summary": item["text"]}), embedding=embed(item["text"], 384),
-                      source_id=item["key"], metadata={"conversation": item["key"].split(":")[0]})
+            ResultRow(
+                id=f"r-{position}",
+                content=json.dumps({"summary": item["text"]}),
+                embedding=embed(item["text"], 384),
+                source_id=item["key"],
+                metadata={"conversation": item["key"].split(":")[0]},
+            )
             for position, item in enumerate(i for items in by_conversation.values() for i in items)
         ]
         results.upsert(rows)
         first, second = list(by_conversation.values())[:2]
-        results.record_failures([
-            FailureRow(id="f-1", source_id=first[0]["key"], error_class="GatewayTimeoutError", message=first[0]["text"]),
-            FailureRow(id="f-2", source_id=second[0]["key"], error_class="GatewayTimeoutError", message="timeout"),
-        ])
+        results.record_failures(
+            [
+                FailureRow(
+                    id="f-1", source_id=first[0]["key"], error_class="GatewayTimeoutError", message=first[0]["text"]
+                ),
+                FailureRow(id="f-2", source_id=second[0]["key"], error_class="GatewayTimeoutError", message="timeout"),
+            ]
+        )
     AuditChainStore(pg_connect, schema=pg_connect.schema).ensure_schema()
     return by_conversation
 
@@ -137,7 +158,10 @@ def unfound(connect, schema: str, needles: list[str]) -> list[str]:
 def table_counts(connect, schema: str) -> dict[str, int]:
     with connect() as conn:
         tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
-        return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, t))).fetchone()[0] for t in tables}
+        return {
+            t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, t))).fetchone()[0]
+            for t in tables
+        }
 
 
 async def test_erasure_removes_every_trace_in_one_transaction_and_landing_does_not_restore_it(
@@ -151,13 +175,22 @@ async def test_erasure_removes_every_trace_in_one_transaction_and_landing_does_n
     assert before["genesys_transcripts"] >= 1 and before[RESULTS] >= 1 and before[f"{RESULTS}_failures"] == 1
     counts = table_counts(pg_connect, schema)
 
-    report = erase(pg_connect, [erased_id], TEST_ID_KEY, targets=ErasureTargets(schema=schema), masker=PiiMasker(),
-                   audit_fields={"owner": "privacy-team"})
+    report = erase(
+        pg_connect,
+        [erased_id],
+        TEST_ID_KEY,
+        targets=ErasureTargets(schema=schema),
+        masker=PiiMasker(),
+        audit_fields={"owner": "privacy-team"},
+    )
 
     assert not any(traces(pg_connect, schema, needles).values()), "a trace of the erased conversation is left"
     erased_rows = len(landed[erased_id])
-    assert report.deleted == {f"{schema}.genesys_transcripts": erased_rows, f"{schema}.{RESULTS}": erased_rows,
-                              f"{schema}.{RESULTS}_failures": 1}
+    assert report.deleted == {
+        f"{schema}.genesys_transcripts": erased_rows,
+        f"{schema}.{RESULTS}": erased_rows,
+        f"{schema}.{RESULTS}_failures": 1,
+    }
     after = table_counts(pg_connect, schema)
     assert after["genesys_transcripts"] == counts["genesys_transcripts"] - erased_rows
     assert traces(pg_connect, schema, needles_of(landed[kept_id]))["genesys_transcripts"] >= 1  # others untouched
@@ -184,7 +217,9 @@ async def test_erasure_removes_every_trace_in_one_transaction_and_landing_does_n
     with pg_connect() as conn:
         items = [{"id": row[0]} for row in conn.execute("SELECT conversation_id FROM genesys_transcripts")]
     filtered = TombstoneList.load(pg_connect, TEST_ID_KEY, schema=schema)
-    assert len(list(filtered.filter_items(items + [{"id": f"{erased_id}:x:y"}]))) == len(items) and filtered.skipped == 1
+    assert (
+        len(list(filtered.filter_items(items + [{"id": f"{erased_id}:x:y"}]))) == len(items) and filtered.skipped == 1
+    )
 
     again = erase(pg_connect, [erased_id], TEST_ID_KEY, targets=ErasureTargets(schema=schema), vacuum=False)
     assert sum(again.deleted.values()) == 0 and again.audit_seq == 2  # idempotent, and recorded again
@@ -195,12 +230,18 @@ async def test_a_failure_midway_erases_nothing_and_records_nothing(landed, pg_co
     erased_id = list(landed)[0]
     with pg_connect() as conn:  # a results table whose rows cannot be deleted, after the transcripts table
         conn.execute(sql.SQL("CREATE TABLE {} (id text, source_id text)").format(sql.Identifier(schema, "zz_locked")))
-        conn.execute(sql.SQL("INSERT INTO {} VALUES ('x', %s)").format(sql.Identifier(schema, "zz_locked")), (landed[erased_id][0]["key"],))
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES ('x', %s)").format(sql.Identifier(schema, "zz_locked")),
+            (landed[erased_id][0]["key"],),
+        )
         conn.execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'locked'; END $$"
         )
-        conn.execute(sql.SQL("CREATE TRIGGER refuse BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION refuse()").format(
-            sql.Identifier(schema, "zz_locked")))
+        conn.execute(
+            sql.SQL("CREATE TRIGGER refuse BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION refuse()").format(
+                sql.Identifier(schema, "zz_locked")
+            )
+        )
     counts = table_counts(pg_connect, schema)
     targets = ErasureTargets(schema=schema, results_tables=(RESULTS, "zz_locked"))
     with pytest.raises(ErasureError, match=f"at results on {schema}.zz_locked, nothing was deleted: locked"):
@@ -220,7 +261,9 @@ def test_cli_erases_from_a_file_and_checks(landed, pg_connect, pg_server, tmp_pa
     assert json.loads(capsys.readouterr().out) == {"ids": 2, "erased": 0, "not_erased": 2}
     assert cli(["erase", *common]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["ids"] == 2 and summary["by_table"][f"{schema}.genesys_transcripts"] == sum(len(landed[i]) for i in erased)
+    assert summary["ids"] == 2 and summary["by_table"][f"{schema}.genesys_transcripts"] == sum(
+        len(landed[i]) for i in erased
+    )
     assert not any(traces(pg_connect, schema, needles_of(landed[erased[0]] + landed[erased[1]])).values())
     assert cli(["check", *common]) == 0
     assert cli(["check", "--conninfo", pg_server.conninfo, "--schema", schema, list(landed)[2]]) == 1

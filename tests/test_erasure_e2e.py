@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-
 from airflow_runner import airflow_env, dags_test
 from test_erasure import traces
 
@@ -23,9 +22,10 @@ def day_transcripts(pg_server) -> dict[str, list[dict[str, str]]]:
     by_conversation: dict[str, list[dict[str, str]]] = {}
     with psycopg.connect(pg_server.conninfo) as conn:
         rows = conn.execute(
-            "SELECT t.conversation_id, t.communication_id, t.transcript_id, t.text, i.content FROM genesys_transcripts t"
-            " LEFT JOIN transcript_insights i ON i.source_id = t.conversation_id || ':' || t.communication_id || ':' ||"
-            " t.transcript_id WHERE t.conversation_start >= %s AND t.conversation_start < %s",
+            "SELECT t.conversation_id, t.communication_id, t.transcript_id, t.text, i.content"
+            " FROM genesys_transcripts t LEFT JOIN transcript_insights i"
+            " ON i.source_id = t.conversation_id || ':' || t.communication_id || ':' || t.transcript_id"
+            " WHERE t.conversation_start >= %s AND t.conversation_start < %s",
             INTERVAL,
         )
         for conversation_id, communication_id, transcript_id, text, content in rows:
@@ -45,7 +45,9 @@ def test_erased_conversation_leaves_no_trace_and_a_rerun_of_the_day_does_not_res
     erased_id = sorted(landed)[0]
     items = landed[erased_id]
     assert all(item["content"] for item in items)  # landed and enriched
-    needles = sorted({erased_id, *(i["key"] for i in items), *(i["text"] for i in items), *(i["content"] for i in items)})
+    needles = sorted(
+        {erased_id, *(i["key"] for i in items), *(i["text"] for i in items), *(i["content"] for i in items)}
+    )
     assert traces(pg_server_connect(pg_server), "public", needles)["transcript_insights"] == len(items)
 
     erasure = airflow_env(airflow_home, HERE / "dags", emulator, pg_server)
@@ -55,7 +57,8 @@ def test_erased_conversation_leaves_no_trace_and_a_rerun_of_the_day_does_not_res
     left = traces(pg_server_connect(pg_server), "public", needles)
     assert not any(left.values()), f"traces left: { {t: n for t, n in left.items() if n} }"
     stored = "\n".join(
-        str(row) for table in ("xcom", "rendered_task_instance_fields", "dag_run")
+        str(row)
+        for table in ("xcom", "rendered_task_instance_fields", "dag_run")
         for row in metadata(airflow_home, f"SELECT * FROM {table} WHERE dag_id = 'genesys_erasure_test'")
     )
     assert erased_id not in stored and "1 id(s), not stored" in stored
@@ -70,14 +73,17 @@ def test_erased_conversation_leaves_no_trace_and_a_rerun_of_the_day_does_not_res
     assert set(day_transcripts(pg_server)) == set(landed) - {erased_id}
     assert emulator.counters()["ws_requests"] == sent  # nothing re-sent, the erased one included
     [(landing,)] = metadata(
-        airflow_home, "SELECT value FROM xcom WHERE dag_id = 'genesys_transcript_enrichment' AND task_id = 'land_transcripts'"
+        airflow_home,
+        "SELECT value FROM xcom WHERE dag_id = 'genesys_transcript_enrichment' AND task_id = 'land_transcripts'"
         " ORDER BY timestamp DESC LIMIT 1",
     )
     assert json.loads(landing)["skipped_erased"] == 1
 
     verify = subprocess.run(
         [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

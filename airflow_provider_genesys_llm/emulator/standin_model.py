@@ -17,24 +17,62 @@ from dataclasses import dataclass
 #: Intent labels and the patterns that vote for them, in precedence order (a tie goes to the
 #: earlier one: a refund asked for on a bill is a refund request, not a billing question).
 INTENT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("refund_request", (
-        r"\brefund", r"\bmoney back\b", r"\bcharged (me )?twice\b", r"\bdouble[- ]charg", r"\bduplicate (payment|charge)",
-        r"\breimburs", r"\breverse[ds]? the charge",
-    )),
+    (
+        "refund_request",
+        (
+            r"\brefund",
+            r"\bmoney back\b",
+            r"\bcharged (me )?twice\b",
+            r"\bdouble[- ]charg",
+            r"\bduplicate (payment|charge)",
+            r"\breimburs",
+            r"\breverse[ds]? the charge",
+        ),
+    ),
     ("cancellation", (r"\bcancel", r"\bclose my account\b", r"\bterminat", r"\bcheaper option\b", r"\bleave\b")),
-    ("technical_issue", (
-        r"\binternet\b", r"\bwi-?fi\b", r"\brouter\b", r"\bdrop(s|ping)?( out)?\b", r"\bslow\b", r"\boutage\b",
-        r"\bnot working\b", r"\bwon't start\b", r"\bstuck\b", r"\berror\b", r"\bcrash", r"\blogs me out\b",
-        r"\btechnician\b", r"\bfirmware\b", r"\bline test\b",
-    )),
-    ("billing_question", (
-        r"\bbill(s|ing)?\b(?! address)", r"\binvoice\b", r"\bcharges?\b", r"\bstatement\b", r"\badd-on\b",
-    )),
+    (
+        "technical_issue",
+        (
+            r"\binternet\b",
+            r"\bwi-?fi\b",
+            r"\brouter\b",
+            r"\bdrop(s|ping)?( out)?\b",
+            r"\bslow\b",
+            r"\boutage\b",
+            r"\bnot working\b",
+            r"\bwon't start\b",
+            r"\bstuck\b",
+            r"\berror\b",
+            r"\bcrash",
+            r"\blogs me out\b",
+            r"\btechnician\b",
+            r"\bfirmware\b",
+            r"\bline test\b",
+        ),
+    ),
+    (
+        "billing_question",
+        (
+            r"\bbill(s|ing)?\b(?! address)",
+            r"\binvoice\b",
+            r"\bcharges?\b",
+            r"\bstatement\b",
+            r"\badd-on\b",
+        ),
+    ),
     ("address_change", (r"\baddress\b", r"\bmov(e|ed|ing)\b", r"\bnew apartment\b", r"\btransfer my service\b")),
-    ("delivery_problem", (
-        r"\bdeliver", r"\bparcel\b", r"\bpackage\b", r"\bshipment\b", r"\btracking\b", r"\bcarrier\b",
-        r"\bnever (arrived|showed up)\b",
-    )),
+    (
+        "delivery_problem",
+        (
+            r"\bdeliver",
+            r"\bparcel\b",
+            r"\bpackage\b",
+            r"\bshipment\b",
+            r"\btracking\b",
+            r"\bcarrier\b",
+            r"\bnever (arrived|showed up)\b",
+        ),
+    ),
     ("account_access", (r"\bpassword\b", r"\blocked out\b", r"\blog ?in\b", r"\bcredentials\b", r"\breset link\b")),
     ("plan_change", (r"\bupgrade", r"\bfaster\b", r"\bgigabit\b", r"\bplan\b", r"\bmegabit\b", r"\bmore speed\b")),
 )
@@ -53,7 +91,9 @@ _NEGATIVE = re.compile(
     r"didn't ask|definitely didn't|way higher|don't recognize|locked out|can't|won't|keeps? (going up|saying))\b",
     re.IGNORECASE,
 )
-_RULES = tuple((name, tuple(re.compile(pattern, re.IGNORECASE) for pattern in patterns)) for name, patterns in INTENT_RULES)
+_RULES = tuple(
+    (name, tuple(re.compile(pattern, re.IGNORECASE) for pattern in patterns)) for name, patterns in INTENT_RULES
+)
 
 #: What a summary opens with, per intent; the variant depends on the request (like sampling).
 LEADS: dict[str, tuple[str, ...]] = {
@@ -119,7 +159,9 @@ def read(transcript: str) -> Reading:
     negative = len(_NEGATIVE.findall(customer_text))
     sentiment = "positive" if positive > negative else "negative" if negative > positive else "neutral"
     scored = [(_salience(sentence, intent), sentence) for sentence in sentences]
-    ranked = [sentence for score, sentence in sorted(scored, key=lambda pair: (-pair[0], pair[1].position)) if score > 0]
+    ranked = [
+        sentence for score, sentence in sorted(scored, key=lambda pair: (-pair[0], pair[1].position)) if score > 0
+    ]
     return Reading(sentiment, intent, tuple(ranked))
 
 

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Any
 
 import psycopg
-
 from airflow.sdk import BaseHook
 
 from ..governance.masking import PiiMasker
@@ -36,8 +35,13 @@ class ErasureHookMixin:
         tombstone them and append an audit record holding only their keyed hashes."""
         masker: PiiMasker = self.governance.masker if self.governance is not None else PiiMasker()
         return erase(
-            _connect(postgres_conn_id), ids, get_id_key(id_key_variable),
-            targets=targets, masker=masker, audit_fields=audit_fields, vacuum=vacuum,
+            _connect(postgres_conn_id),
+            ids,
+            get_id_key(id_key_variable),
+            targets=targets,
+            masker=masker,
+            audit_fields=audit_fields,
+            vacuum=vacuum,
         )
 
     def get_tombstones(

@@ -9,10 +9,10 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from ..callbacks.audit import record_context
+from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE
 from ..sinks.erasure import DEFAULT_TOMBSTONES_TABLE, DEFAULT_TRANSCRIPTS_TABLE, ErasureTargets
-from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 
 _ID_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -101,6 +101,7 @@ class GenesysErasureOperator(BaseOperator):
             vacuum=self.vacuum,
         )
         summary = report.summary()
-        self.log.info("erased %d id(s): %d row(s) deleted, audit seq %s", report.ids, summary["rows_deleted"],
-                      report.audit_seq)
+        self.log.info(
+            "erased %d id(s): %d row(s) deleted, audit seq %s", report.ids, summary["rows_deleted"], report.audit_seq
+        )
         return summary

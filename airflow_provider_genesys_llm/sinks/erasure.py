@@ -80,8 +80,12 @@ class ErasureReport:
     audit_seq: int | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {"ids": self.ids, "rows_deleted": sum(self.deleted.values()), "by_table": dict(self.deleted),
-                "audit_seq": self.audit_seq}
+        return {
+            "ids": self.ids,
+            "rows_deleted": sum(self.deleted.values()),
+            "by_table": dict(self.deleted),
+            "audit_seq": self.audit_seq,
+        }
 
 
 def id_digest(key: IdKey, erased_id: str) -> str:
@@ -157,7 +161,9 @@ def stored_digests(
         return [row[0] for row in conn.execute(sql.SQL("SELECT id_hmac FROM {}").format(sql.Identifier(schema, table)))]
 
 
-def ensure_tombstones(connect: ConnectionFactory, *, table: str = DEFAULT_TOMBSTONES_TABLE, schema: str = "public") -> None:
+def ensure_tombstones(
+    connect: ConnectionFactory, *, table: str = DEFAULT_TOMBSTONES_TABLE, schema: str = "public"
+) -> None:
     """Create the tombstone table if missing (idempotent)."""
     with connect() as conn:
         conn.execute(
@@ -194,7 +200,8 @@ def erase(
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED  # each statement sees the latest commits
             with conn.transaction():
                 deleted: dict[str, int] = {}
-                for step, table, statement in _deletions(conn, targets):
+                for deletion in _deletions(conn, targets):
+                    step, table, statement = deletion  # named for the error message
                     deleted[f"{targets.schema}.{table}"] = conn.execute(statement, {"ids": forms}).rowcount
                 step, table = "tombstone", targets.tombstones_table
                 with conn.cursor() as cursor:
@@ -209,7 +216,9 @@ def erase(
                 seqs = AuditChainStore(lambda: _LentConnection(conn), **chain).append([record]) if chain else [None]
     except psycopg.Error as exc:
         reason = exc.diag.message_primary if exc.sqlstate else type(exc).__name__
-        raise ErasureError(f"erasure failed at {step} on {targets.schema}.{table}, nothing was deleted: {reason}") from None
+        raise ErasureError(
+            f"erasure failed at {step} on {targets.schema}.{table}, nothing was deleted: {reason}"
+        ) from None
     log.info("%s", AuditLog.to_log_line(record))
     if vacuum:
         _vacuum(connect, targets.schema, [name.split(".", 1)[1] for name, count in deleted.items() if count])
@@ -238,7 +247,11 @@ def _audit_record(digests: list[str], deleted: Mapping[str, int], fields: Mappin
 def _deletions(conn: psycopg.Connection[Any], targets: ErasureTargets) -> Iterator[tuple[str, str, sql.Composed]]:
     """``(step, table, DELETE statement)`` for every existing table that holds derived data."""
     if targets.transcripts_table and _exists(conn, targets.schema, targets.transcripts_table):
-        yield "transcripts", targets.transcripts_table, _delete(targets.schema, targets.transcripts_table, _TRANSCRIPT_KEY)
+        yield (
+            "transcripts",
+            targets.transcripts_table,
+            _delete(targets.schema, targets.transcripts_table, _TRANSCRIPT_KEY),
+        )
     results = targets.results_tables
     for table in _results_tables(conn, targets.schema) if results is None else results:
         for name in (table, table + _FAILURES_SUFFIX):

@@ -7,7 +7,6 @@ they never reach Airflow's metadata database.
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
 
 from airflow_provider_genesys_llm.operators.erasure import GenesysErasureOperator

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG, task
 
 #: A transcript full of PII, handed to the decorated function as an argument.
@@ -13,7 +12,9 @@ TRANSCRIPT = (
     "Agent: I've submitted a refund for the duplicate payment."
 )
 
-with DAG(dag_id="genesys_llm_decorator_test", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")) as dag:
+with DAG(
+    dag_id="genesys_llm_decorator_test", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")
+) as dag:
 
     @task.genesys_llm(
         system="You analyse contact-center transcripts. Answer in JSON with the keys sentiment, intent and summary.",
