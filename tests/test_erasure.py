@@ -272,3 +272,26 @@ def test_cli_erases_from_a_file_and_checks(landed, pg_connect, pg_server, tmp_pa
     monkeypatch.delenv("AIRFLOW_VAR_GENESYS_LLM_ID_KEY")
     assert cli(["erase", *common]) == 2
     assert "AIRFLOW_VAR_GENESYS_LLM_ID_KEY" in capsys.readouterr().err
+
+
+def test_sql_matching_takes_whole_id_parts_never_a_longer_sibling(pg_connect) -> None:
+    schema = pg_connect.schema
+    source_ids = ["conv-1", "conv-1:a:b", "conv-10:a:b", "conv-1x", "xconv-1", "conv-2:a:b", "conv-2:ab", None, "a%:b"]
+    with PgVectorStore(pg_connect, table=RESULTS, schema=schema, dimension=3, index="none") as store:
+        store.ensure_schema()
+        store.upsert(
+            [
+                ResultRow(id=f"r{n}", content="{}", embedding=[1.0, 0.0, 0.0], source_id=s)
+                for n, s in enumerate(source_ids)
+            ]
+        )
+    report = erase(
+        pg_connect, ["conv-1", "conv-2:a", "a_"], TEST_ID_KEY, targets=ErasureTargets(schema=schema), vacuum=False
+    )
+    with pg_connect() as conn:
+        left = sorted(
+            row[0] or ""
+            for row in conn.execute(sql.SQL("SELECT source_id FROM {}").format(sql.Identifier(schema, RESULTS)))
+        )
+    assert left == sorted(["conv-10:a:b", "conv-1x", "xconv-1", "conv-2:ab", "", "a%:b"])
+    assert report.deleted[f"{schema}.{RESULTS}"] == 3
