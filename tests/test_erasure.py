@@ -295,3 +295,22 @@ def test_sql_matching_takes_whole_id_parts_never_a_longer_sibling(pg_connect) ->
         )
     assert left == sorted(["conv-10:a:b", "conv-1x", "xconv-1", "conv-2:ab", "", "a%:b"])
     assert report.deleted[f"{schema}.{RESULTS}"] == 3
+
+
+def test_an_id_that_masking_alters_never_deletes_other_rows_that_share_its_placeholder(pg_connect) -> None:
+    """A phone-number-like id is stored masked as ``[REDACTED:PHONE]``, like every other such id:
+    erasing it must not take the other conversations' rows along; the report says why."""
+    schema = pg_connect.schema
+    phone_id, masked = "415-555-0132", PiiMasker().mask("415-555-0132").text
+    assert masked != phone_id
+    with PgVectorStore(pg_connect, table=RESULTS, schema=schema, dimension=3, index="none") as store:
+        store.ensure_schema()
+        rows = [f"{masked}:a:b", f"{masked}:c:d", f"{phone_id}:e:f"]
+        store.upsert(
+            [ResultRow(id=f"r{n}", content="{}", embedding=[1.0, 0.0, 0.0], source_id=s) for n, s in enumerate(rows)]
+        )
+    report = erase(pg_connect, [phone_id], TEST_ID_KEY, targets=ErasureTargets(schema=schema), masker=PiiMasker())
+    assert report.deleted[f"{schema}.{RESULTS}"] == 1 and report.summary()["ids_altered_by_masking"] == 1
+    with pg_connect() as conn:
+        [record] = [row[0] for row in conn.execute("SELECT record FROM genesys_llm_audit")]
+    assert record["parameters"]["ids_altered_by_masking"] == 1 and phone_id not in json.dumps(record)

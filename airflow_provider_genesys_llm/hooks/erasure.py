@@ -18,7 +18,7 @@ from .id_key import ID_KEY_VARIABLE, get_id_key
 class ErasureHookMixin:
     """Erasure methods of ``GenesysLLMHook``; the tables live on a Postgres connection of their own."""
 
-    #: The hook's governance masks source ids before they are stored, so erasure matches that form too.
+    #: The hook's governance masked the stored source ids; erasure counts the ids that masking alters.
     governance: Any
 
     def erase_conversations(

@@ -10,8 +10,11 @@ conversation back.
 Ids are matched the way the pipeline builds them: a transcript's source id is
 ``conversation_id:communication_id:transcript_id``, so an id erases rows whose source id equals
 it or starts with it followed by ``:`` (``abc`` never matches ``abcd:...``). Result tables store
-source ids masked by governance: pass the masker that was used and the masked form is matched
-too (conversation ids are UUIDs, which masking leaves unchanged).
+source ids masked by governance. Conversation ids are UUIDs, which masking leaves as they are;
+an id that masking would alter (one that looks like a phone number, say) is stored as a
+placeholder that other ids share, so its result rows cannot be told apart: they are left alone
+rather than deleting other people's rows, and the report counts such ids (pass the masker the
+pipeline used to have them counted) so that someone can erase those rows by hand.
 
 What this cannot reach, and the operator must handle: database backups and WAL archives, copies
 made outside these tables, and Airflow's own metadata (DAG run conf, XCom of user tasks). Deleted
@@ -32,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
-from ..governance.audit import AuditChainStore, AuditLog, AuditRecord
+from ..governance.audit import AuditChainError, AuditChainStore, AuditLog, AuditRecord
 from ..governance.keys import IdKey
 from ..governance.masking import PiiMasker
 
@@ -78,6 +81,8 @@ class ErasureReport:
     ids: int
     deleted: dict[str, int] = field(default_factory=dict)
     audit_seq: int | None = None
+    #: Ids that masking alters: their masked result rows were not matched (see the module doc).
+    altered_by_masking: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -85,6 +90,7 @@ class ErasureReport:
             "rows_deleted": sum(self.deleted.values()),
             "by_table": dict(self.deleted),
             "audit_seq": self.audit_seq,
+            "ids_altered_by_masking": self.altered_by_masking,
         }
 
 
@@ -190,7 +196,7 @@ def erase(
     """
     targets = targets or ErasureTargets()
     erased = checked_ids(ids)
-    forms = sorted({*erased, *(masker.mask(i).text for i in erased)} if masker else set(erased))
+    altered = sum(masker.mask(erased_id).text != erased_id for erased_id in erased) if masker else 0
     digests = sorted(id_digest(key, erased_id) for erased_id in erased)
     step, table = "prepare", targets.tombstones_table
     try:
@@ -202,7 +208,7 @@ def erase(
                 deleted: dict[str, int] = {}
                 for deletion in _deletions(conn, targets):
                     step, table, statement = deletion  # named for the error message
-                    deleted[f"{targets.schema}.{table}"] = conn.execute(statement, {"ids": forms}).rowcount
+                    deleted[f"{targets.schema}.{table}"] = conn.execute(statement, {"ids": erased}).rowcount
                 step, table = "tombstone", targets.tombstones_table
                 with conn.cursor() as cursor:
                     cursor.executemany(
@@ -211,18 +217,23 @@ def erase(
                         ),
                         [(digest,) for digest in digests],
                     )
-                record = _audit_record(digests, deleted, audit_fields or {})
+                record = _audit_record(digests, deleted, altered, audit_fields or {})
                 step, table = "audit", targets.audit_table or ""
                 seqs = AuditChainStore(lambda: _LentConnection(conn), **chain).append([record]) if chain else [None]
-    except psycopg.Error as exc:
-        reason = exc.diag.message_primary if exc.sqlstate else type(exc).__name__
+    except (psycopg.Error, AuditChainError) as exc:
+        if isinstance(exc, psycopg.Error):  # a server error's DETAIL can quote a row: its primary message only
+            reason = exc.diag.message_primary if exc.sqlstate else type(exc).__name__
+        else:
+            reason = str(exc)
         raise ErasureError(
             f"erasure failed at {step} on {targets.schema}.{table}, nothing was deleted: {reason}"
         ) from None
     log.info("%s", AuditLog.to_log_line(record))
+    if altered:
+        log.warning("%d erased id(s) are altered by masking: their masked result rows were not matched", altered)
     if vacuum:
         _vacuum(connect, targets.schema, [name.split(".", 1)[1] for name, count in deleted.items() if count])
-    return ErasureReport(ids=len(erased), deleted=deleted, audit_seq=seqs[0])
+    return ErasureReport(ids=len(erased), deleted=deleted, audit_seq=seqs[0], altered_by_masking=altered)
 
 
 def _audit_chain(connect: ConnectionFactory, targets: ErasureTargets) -> dict[str, str] | None:
@@ -233,12 +244,15 @@ def _audit_chain(connect: ConnectionFactory, targets: ErasureTargets) -> dict[st
     return chain
 
 
-def _audit_record(digests: list[str], deleted: Mapping[str, int], fields: Mapping[str, Any]) -> AuditRecord:
+def _audit_record(
+    digests: list[str], deleted: Mapping[str, int], altered: int, fields: Mapping[str, Any]
+) -> AuditRecord:
     """A ``kind="task"`` record naming the erasure, its counts and the ids' keyed hashes only."""
     parameters: dict[str, str | int] = {
         "operation": "erasure",
         "ids": len(digests),
         "id_hmacs": ",".join(digests),
+        "ids_altered_by_masking": altered,
         **{f"deleted:{table}": count for table, count in sorted(deleted.items())},
     }
     return AuditRecord(kind="task", status="success", parameters=parameters, **fields)
