@@ -32,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_genesys_llm.operators.completion",
                     "airflow_provider_genesys_llm.operators.batch",
                     "airflow_provider_genesys_llm.operators.transcripts",
+                    "airflow_provider_genesys_llm.operators.erasure",
                 ],
             }
         ],
