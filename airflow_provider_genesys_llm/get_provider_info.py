@@ -32,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_genesys_llm.operators.completion",
                     "airflow_provider_genesys_llm.operators.batch",
                     "airflow_provider_genesys_llm.operators.transcripts",
+                    "airflow_provider_genesys_llm.operators.erasure",
                 ],
             }
         ],
@@ -51,6 +52,12 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_genesys_llm.triggers.gateway",
                     "airflow_provider_genesys_llm.triggers.conversation_job",
                 ],
+            }
+        ],
+        "task-decorators": [
+            {
+                "class-name": "airflow_provider_genesys_llm.decorators.genesys_llm.genesys_llm_task",
+                "name": "genesys_llm",
             }
         ],
         "notifications": ["airflow_provider_genesys_llm.callbacks.audit.GenesysAuditNotifier"],

@@ -156,9 +156,11 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
         headers={"Authorization": "Bearer " + token(gateway)},
     ).json()["data"][0]["embedding"]
     store = PgVectorStore(lambda: psycopg.connect(conninfo), table=TABLE, dimension=len(query_vector))
-    print(f'top matches for "{QUERY}":')
+    print(f'semantic search, top 3 for "{QUERY}" (cosine distance: 0 = same direction, lower is closer):')
     for match in store.similarity_search(query_vector, k=3):
-        print(f"  {match.distance:.3f}  {match.source_id[:36]}  {match.content[:80]}")
+        answer = json.loads(match.content or "{}")
+        print(f"  distance={match.distance:.3f}  intent={answer.get('intent')}  conversation={match.source_id[:36]}")
+        print(f"      summary: {str(answer.get('summary', ''))[:110]}")
     store.close()
 
 
