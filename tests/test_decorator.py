@@ -108,7 +108,7 @@ def test_decorated_task_runs_governed_under_airflow_dags_test(airflow_home, emul
             )
         ]
     assert [(r["task_id"], r["status"]) for r in records] == [("classify", "success")]
-    assert records[0]["prompt_sha256"] and records[0]["masking_counts"]["EMAIL"] == 1
+    assert records[0]["prompt_hmac"] and records[0]["masking_counts"]["EMAIL"] == 1
 
     metrics = statsd.received()
     statsd.close()

@@ -7,11 +7,12 @@ hundreds of streams share one thread.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import psycopg
-
 from airflow.sdk import BaseAsyncOperator, BaseHook, Context
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -23,11 +24,12 @@ from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
 from ..governance.filters import OutputFilter
 from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
-from .metrics import StatsObserver
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
-from .rendered_fields import MaskedRenderedFieldsMixin
+from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import PgVectorStore, airflow_conninfo
+from .metrics import StatsObserver
+from .rendered_fields import MaskedRenderedFieldsMixin
 
 #: Request options that apply to every item unless the item overrides them.
 REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id", "transport", "response_format")
@@ -44,6 +46,11 @@ class BatchFailedError(RuntimeError):
         self.transient = transient
 
 
+def store_conninfo(operator: GenesysLLMBatchCompletionOperator) -> str:
+    """libpq conninfo of the results database (a Unix-socket directory as host works)."""
+    return airflow_conninfo(BaseHook.get_connection(operator.postgres_conn_id))
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether another try of the task may succeed: the error's own ``transient`` when it has one
     (gateway, sink and batch errors do), else not for ``ValueError``/``TypeError`` (invalid configuration)."""
@@ -55,8 +62,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
-    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor). Each item has an
-    ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
+    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor).
+    Each item has an ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
     Results are keyed by a hash of (item id, prompt, model, parameters): with
     ``skip_existing`` a retry or re-run sends only what is not stored yet.
     """
@@ -104,7 +111,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        sources = [name for name, value in (("items", items), ("jsonl_path", jsonl_path), ("sql", sql)) if value is not None]
+        sources = [
+            name for name, value in (("items", items), ("jsonl_path", jsonl_path), ("sql", sql)) if value is not None
+        ]
         if len(sources) != 1:
             raise ValueError(f"give exactly one of items, jsonl_path or sql (got {sources or 'none'})")
         if isinstance(items, (str, bytes)):
@@ -146,6 +155,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.audit_conn_id = audit_conn_id or postgres_conn_id
         self.compliance_tag = compliance_tag
         self.id_key_variable = id_key_variable
+        self._erased: TombstoneList | None = None
         self.preview_masker = self.governance.masker
 
     def _source(self) -> tuple[Any, int | None]:
@@ -193,6 +203,13 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         )
         defaults = {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
         items, total = self._source()
+        # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
+        digests = await asyncio.to_thread(
+            stored_digests, partial(psycopg.connect, store_conninfo(self)), schema=self.schema
+        )
+        self._erased = TombstoneList(id_key, digests) if digests else None
+        if self._erased is not None:
+            items = self._erased.filter_items(items)
         runner = BatchRunner(
             client,
             store,
@@ -269,6 +286,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
             audit_head=head.to_dict() if head else None,
+            skipped_erased=self._erased.skipped if self._erased is not None else 0,
         )
         self.log.info("batch manifest: %s", manifest)
         ti.xcom_push(key="return_value", value=manifest)
