@@ -71,7 +71,7 @@ class Database:
             except psycopg.Error as exc:
                 raise unavailable(exc) from None
 
-    async def ensure_tables(self, statements: Sequence[sql.Composable]) -> None:
+    async def ensure_tables(self, statements: Sequence[sql.Composed]) -> None:
         """Create tables once, however many processes start at the same moment (an advisory
         lock serialises the creators: concurrent CREATE ... IF NOT EXISTS can still collide)."""
         async with self.transaction() as cursor:

@@ -18,8 +18,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
+from decimal import Decimal
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from psycopg import sql
 
@@ -257,7 +258,8 @@ class GatewayCoordinator(Lifecycle):
                 ),
                 (self.conn_id,),
             )
-            counts.append({priority: int(n) for priority, n in await cursor.fetchall()})  # type: ignore[misc]
+            rows = await cursor.fetchall()  # count(*) is an int, sum(...) a Decimal
+            counts.append({cast(Priority, priority): int(cast("int | Decimal", n)) for priority, n in rows})
         return counts[0], counts[1]
 
     async def _release(self, slot: Slot) -> None:

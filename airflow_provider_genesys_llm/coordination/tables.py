@@ -35,7 +35,7 @@ class GateTables:
     def in_schema(cls, schema: str | None) -> GateTables:
         return cls(table(schema, GATE_STATE), table(schema, GATE_LEASES), table(schema, GATE_WAITERS))
 
-    def ddl(self) -> list[sql.Composable]:
+    def ddl(self) -> list[sql.Composed]:
         return [
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (conn_id text PRIMARY KEY, limit_now double precision NOT NULL,"
@@ -57,7 +57,7 @@ class GateTables:
         ]
 
 
-def claims_ddl(claims: sql.Identifier) -> list[sql.Composable]:
+def claims_ddl(claims: sql.Identifier) -> list[sql.Composed]:
     """Item claims: one row per (namespace, result id), `claimed` under a lease or `done`."""
     return [
         sql.SQL(
@@ -69,7 +69,7 @@ def claims_ddl(claims: sql.Identifier) -> list[sql.Composable]:
     ]
 
 
-def spend_ddl(spend: sql.Identifier) -> list[sql.Composable]:
+def spend_ddl(spend: sql.Identifier) -> list[sql.Composed]:
     """Spend: a row per request, `reserved` (worst case, until it expires) or `settled` (real cost)."""
     return [
         sql.SQL(

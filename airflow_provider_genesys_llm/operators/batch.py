@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from airflow.sdk import BaseAsyncOperator, BaseHook, Context
@@ -70,7 +70,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
 
     template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
     template_fields_renderers = {"sql": "sql", "items": "json"}
-    masked_template_fields = ("items", "sql_parameters", "system")
+    masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -219,7 +219,10 @@ def erase(
                     )
                 record = _audit_record(digests, deleted, altered, audit_fields or {})
                 step, table = "audit", targets.audit_table or ""
-                seqs = AuditChainStore(lambda: _LentConnection(conn), **chain).append([record]) if chain else [None]
+                # The store opens and closes "its" connection; the proxy lends ours without closing it,
+                # so the audit record commits (or rolls back) with the deletions.
+                lent = cast("psycopg.Connection[Any]", _LentConnection(conn))
+                seqs = AuditChainStore(lambda: lent, **chain).append([record]) if chain else [None]
     except (psycopg.Error, AuditChainError) as exc:
         if isinstance(exc, psycopg.Error):  # a server error's DETAIL can quote a row: its primary message only
             reason = exc.diag.message_primary if exc.sqlstate else type(exc).__name__
