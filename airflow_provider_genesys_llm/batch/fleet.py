@@ -141,8 +141,9 @@ class FleetControls:
         worst = self.prices.worst_case(request.model, estimate_tokens(prompt_parts(request)), request.max_tokens)
         answer = await self.ledger.reserve(self.scope, worst)
         if isinstance(answer, BudgetDenied):
+            if self._denied is None:  # workers asking at the same time are all refused: say it once
+                log.warning("%s; every item still to send in this batch is deferred", answer.message)
             self._denied = answer.message
-            log.warning("%s; every item still to send in this batch is deferred", answer.message)
             raise BudgetDeferred(answer.message)
         return answer
 

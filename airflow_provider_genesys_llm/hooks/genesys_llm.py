@@ -124,19 +124,19 @@ class GenesysLLMHook(BaseHook):
     def coordination_conninfo(self) -> str | None:
         """libpq conninfo of the Postgres connection named by ``coordination.postgres_conn_id`` (the
         fleet's shared gate, claims and spend), None when the connection names none."""
-        if "coordination_conninfo" not in self.__dict__:
+        if "_coordination_conninfo" not in self.__dict__:
             conn_id = self.config.coordination.postgres_conn_id
-            self.__dict__["coordination_conninfo"] = (
+            self.__dict__["_coordination_conninfo"] = (
                 self._conninfo_of(self.get_connection(conn_id)) if conn_id else None
             )
-        return self.__dict__["coordination_conninfo"]
+        return self.__dict__["_coordination_conninfo"]
 
     async def acoordination_conninfo(self) -> str | None:
         """``coordination_conninfo`` without blocking the event loop."""
-        if "coordination_conninfo" not in self.__dict__:
+        if "_coordination_conninfo" not in self.__dict__:
             conn_id = (await self.aget_config()).coordination.postgres_conn_id
             conninfo = self._conninfo_of(await self.aget_connection(conn_id)) if conn_id else None
-            self.__dict__["coordination_conninfo"] = conninfo
+            self.__dict__["_coordination_conninfo"] = conninfo
         return self.coordination_conninfo()
 
     @staticmethod
