@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from multiprocessing.synchronize import Barrier
@@ -16,6 +17,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
+from test_coordination import conninfo_of, run_processes
 
 from airflow_provider_genesys_llm.batch.fleet import FleetControls
 from airflow_provider_genesys_llm.batch.plan import plan_batch
@@ -32,9 +35,8 @@ from airflow_provider_genesys_llm.coordination import (
     SampleCompletion,
     SpendScope,
 )
+from airflow_provider_genesys_llm.governance.audit import AuditRecord
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
-from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
-from test_coordination import conninfo_of, run_processes
 
 SPAWN = multiprocessing.get_context("spawn")
 CONN_ID = "genesys_llm_default"
@@ -119,7 +121,8 @@ def gated_batch(conninfo: str, schema: str, base_url: str, ws_url: str, worker: 
 
 async def _gated_batch(conninfo: str, schema: str, base_url: str, ws_url: str, worker: str,
                        settings: CoordinationSettings, count: int) -> None:
-    items = [{**item, "id": f"{worker}-{item['id']}", "text": f"{worker}: {item['text']}"} for item in make_items(count)]
+    items = [{**item, "id": f"{worker}-{item['id']}", "text": f"{worker}: {item['text']}"}
+             for item in make_items(count)]
     gate = GatewayCoordinator(conninfo, CONN_ID, settings)
     with open_store(conninfo, schema) as store:
         async with GatewayClient(emulator_config(base_url, ws_url), gate=gate, priority="backfill") as client:
@@ -221,6 +224,17 @@ async def test_a_consumer_that_stops_early_gives_the_fleet_slot_back_at_once(pg_
         assert result.usage.completion_tokens > 0
 
 
+class CollectedAudit:
+    """An audit sink that keeps the records (the chain itself is tested in test_audit_chain.py)."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def append(self, records: Sequence[AuditRecord]) -> list[int]:
+        self.records += records
+        return list(range(len(self.records) - len(records), len(self.records)))
+
+
 class NextDayLedger(BudgetLedger):
     """The same ledger on the day after `today`: what a run tomorrow would see."""
 
@@ -255,6 +269,7 @@ async def test_a_daily_budget_stops_the_batch_and_the_next_days_run_finishes_it(
     items = make_items(40)
     budget = BudgetSettings(per_day=Decimal("1.00"))
     first = await run_budgeted(emulator, pg_connect, items, BudgetLedger(conninfo, budget))
+    print(f"budget: day 1 sent={first.succeeded} cost={first.cost} deferred={first.deferred_by_budget}")
     assert first.deferred_by_budget > 0 and first.succeeded > 0, (first.succeeded, first.deferred_by_budget)
     assert first.succeeded + first.deferred_by_budget == 40 and first.failed == 0
     assert stored_rows(conninfo)[0] == first.succeeded == emulator.counters()["completions_paid"]
@@ -276,6 +291,7 @@ async def test_a_daily_budget_stops_the_batch_and_the_next_days_run_finishes_it(
         assert run.skipped_existing == stored and run.succeeded + run.deferred_by_budget == left
         assert run.succeeded > 0 and run.cost is not None and run.cost <= budget.per_day
         day, stored, left = date.fromordinal(day.toordinal() + 1), stored + run.succeeded, run.deferred_by_budget
+        print(f"budget: next day sent={run.succeeded} cost={run.cost} deferred={run.deferred_by_budget}")
         if not left:
             break
     assert left == 0 and stored_rows(conninfo) == (40, 40)
@@ -291,10 +307,12 @@ async def test_a_plan_prints_the_work_and_a_real_run_costs_within_20_percent(pg_
     config = emulator_config(emulator.base_url, emulator.ws_url)
     with open_store(conninfo, pg_connect.schema) as store:
         async with GatewayClient(config) as client:
+            audit = CollectedAudit()
+
             def runner() -> BatchRunner:
                 return BatchRunner(client, store, client.embed, id_key=TEST_ID_KEY,
                                    settings=BatchSettings(concurrency=8, chunk_size=20, window=40),
-                                   fleet=FleetControls(prices=PRICES))
+                                   fleet=FleetControls(prices=PRICES), audit=audit)
 
             await runner().run(items[:5])  # an earlier run: the sample
             paid_before = emulator.counters()["completions_paid"]
@@ -306,6 +324,8 @@ async def test_a_plan_prints_the_work_and_a_real_run_costs_within_20_percent(pg_
             assert emulator.counters()["completions_paid"] == paid_before  # planning spent nothing
             stats = await runner().run(items)
     printed = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"{plan.summary()} real_cost={stats.cost}")
     for field in ("items=60", "already_stored=5", "to_send=55", "prompt_tokens=", "completion_tokens=",
                   "cost=", "USD", "time_s="):
         assert field in printed, (field, printed)
@@ -313,6 +333,9 @@ async def test_a_plan_prints_the_work_and_a_real_run_costs_within_20_percent(pg_
     assert stats.cost is not None and abs(plan.estimate.cost - stats.cost) <= Decimal("0.2") * stats.cost, (
         plan.summary(), stats.cost)
     assert plan.estimate.seconds >= 55 * 60 / 300 - 1  # the request rate binds: 55 requests at 300/min
+    # every completion's audit record carries its cost; together they are the batches' cost
+    assert len(audit.records) == 60 and all(r.cost is not None and r.cost.currency == "USD" for r in audit.records)
+    assert sum(r.cost.amount for r in audit.records[5:] if r.cost) == stats.cost
 
 
 async def test_the_operator_plans_from_connection_settings_without_spending(
@@ -371,3 +394,58 @@ def test_connection_settings_are_validated_with_the_fix_named() -> None:
         GatewayConfig(**base, coordination={"enabeld": True})
     with pytest.raises(ValueError, match="postgres_conn_id"):
         GatewayConfig(**base, coordination={"enabled": True})
+
+
+@pytest.mark.parametrize("outcome", ["fail", "skip", "succeed"])
+def test_on_budget_exhausted_decides_the_task_state(outcome: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    operator = GenesysLLMBatchCompletionOperator(task_id="t", items=[], table="results", on_budget_exhausted=outcome)
+    expected = {"fail": AirflowFailException, "skip": AirflowSkipException}.get(outcome)
+    if expected is None:
+        operator._budget_exhausted(3)  # succeeds, with a warning in the task log
+    else:
+        with pytest.raises(expected, match="3 completions were left unsent"):
+            operator._budget_exhausted(3)
+    with pytest.raises(ValueError, match="on_budget_exhausted"):
+        GenesysLLMBatchCompletionOperator(task_id="t", items=[], table="results", on_budget_exhausted="ignore")
+    with pytest.raises(ValueError, match="priority"):
+        GenesysLLMBatchCompletionOperator(task_id="t", items=[], table="results", priority="urgent")
+
+
+def test_a_dag_plans_then_spends_within_its_budget_on_real_airflow(airflow_home, emulator, pg_server) -> None:
+    """Real Airflow (``airflow dags test``): the plan task samples 5 items for real (there is no
+    history) and plans the rest; the batch behind the fleet gate stops at the DAG-run budget and
+    succeeds as asked; cost is in the task log, the manifest and the task's audit record."""
+    from pathlib import Path
+
+    from airflow_runner import airflow_env, dags_test
+
+    env = airflow_env(airflow_home, Path(__file__).resolve().parent / "dags", emulator, pg_server)
+    genesys = json.loads(env["AIRFLOW_CONN_GENESYS_LLM_DEFAULT"])
+    genesys["extra"] |= {
+        "coordination": {"enabled": True, "postgres_conn_id": "genesys_pgvector", "max_concurrency": 4,
+                         "requests_per_minute": 6000},
+        "price_table": PRICES.model_dump(mode="json"),
+        "budgets": {"per_dag_run": "1.50"},
+    }
+    env["AIRFLOW_CONN_GENESYS_LLM_DEFAULT"] = json.dumps(genesys)
+    emulator.configure(completion_tokens=20, org_max_concurrent_streams=4)
+    done = dags_test(env, "genesys_llm_fleet_test", "2026-11-21")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "plan: items=30 invalid=0 completions=30 already_stored=5 to_send=25" in output, output[-4000:]
+    with psycopg.connect(pg_server.conninfo) as conn:
+        rows = conn.execute("SELECT count(*) FROM fleet_results").fetchone()
+        cost = conn.execute(
+            "SELECT record->'cost' FROM genesys_llm_audit WHERE kind = 'task' AND record->>'task_id' = 'enrich'"
+        ).fetchone()
+    assert rows is not None and 5 < rows[0] < 30  # the budget stopped it part-way
+    assert cost is not None and cost[0]["currency"] == "USD" and Decimal(cost[0]["amount"]) <= Decimal("1.50")
+    assert "batch cost: " in output and "'deferred_by_budget': " + str(30 - rows[0]) in output
+    assert "on_budget_exhausted='succeed'" in output
+    print(*(line[-220:] for line in output.splitlines() if "plan: items" in line or "batch cost:" in line), sep="\n")
+    counters = emulator.counters()
+    assert counters["max_concurrent_streams"] <= 4 and counters["paid_twice_prompts"] == 0
