@@ -27,6 +27,7 @@ from ..coordination import SampleCompletion
 from ..coordination.settings import Priority
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, Cost
 from ..governance.filters import OutputFilter
+from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
 from .metrics import StatsObserver, batch_spend
@@ -232,7 +233,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             store.close()
 
     async def _plan(
-        self, context: Context, hook: GenesysLLMHook, client: GatewayClient, store: PgVectorStore, id_key: Any
+        self, context: Context, hook: GenesysLLMHook, client: GatewayClient, store: PgVectorStore, id_key: IdKey
     ) -> dict[str, Any]:
         """The plan of a run, without paying for the items (see the class docstring)."""
         config = client.config
@@ -304,7 +305,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         hook: GenesysLLMHook,
         client: GatewayClient,
         store: PgVectorStore,
-        id_key: Any,
+        id_key: IdKey,
         items: Iterable[Any],
         total: int | None,
     ) -> dict[str, Any]:
