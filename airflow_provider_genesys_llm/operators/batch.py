@@ -262,7 +262,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         plan = await asyncio.to_thread(
             plan_batch, items, config=config, request_defaults=defaults, id_key=id_key,
             stored_ids=store.existing_ids, sample=[SampleCompletion(*row) for row in sample],
-            prices=config.price_table, max_concurrency=self._quota(config, client),
+            prices=config.price_table, max_concurrency=self._quota(config),
             requests_per_minute=(config.coordination.requests_per_minute if config.coordination.enabled
                                  else config.requests_per_minute),
         )
@@ -270,7 +270,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         print(plan.summary())  # the plan is what the user asked for: on stdout as well as in the task log
         return {**plan.to_dict(), "sampled_now": sampled_now, "dry_run": True}
 
-    def _quota(self, config: GatewayConfig, client: GatewayClient) -> int:
+    def _quota(self, config: GatewayConfig) -> int:
         """Streams the run will have: the fleet's limit with coordination, else this task's concurrency."""
         if config.coordination.enabled:
             return config.coordination.max_concurrency
