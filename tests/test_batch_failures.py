@@ -186,6 +186,7 @@ async def test_rerun_of_a_batch_that_passed_passes_and_sends_nothing(emulator, p
     assert counts == {
         "total": 200, "succeeded": 0, "failed": 0, "invalid": 10, "skipped_existing": 190, "embedded_earlier": 0,
         "rows_written": 0, "embeddings_written": 0, "awaiting_embedding": 0, "embedding_fallbacks": 0,
+        "skipped_claimed": 0, "deferred_by_budget": 0, "claims_lost": 0,
     }
 
 

@@ -95,7 +95,9 @@ async def land_transcripts(
                         stats.missing += 1  # not transcribed (yet): nothing to land
                         continue
                     stats.failed_ids.append(conversation.conversationId)
-                    log.warning("transcript of conversation %s failed: %s", conversation.conversationId, type(exc).__name__)
+                    log.warning(
+                        "transcript of conversation %s failed: %s", conversation.conversationId, type(exc).__name__
+                    )
                     continue
                 for record in records:
                     key = f"{record.conversation_id}:{record.communication_id}:{record.transcript_id}"

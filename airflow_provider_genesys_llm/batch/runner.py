@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from itertools import islice
 from typing import Any, Protocol
@@ -40,12 +41,13 @@ from ..client.errors import (
     GatewayConnectionError,
     GatewayPermissionError,
 )
-from ..governance.audit import AuditLog, AuditRecord
+from ..governance.audit import AuditLog, AuditRecord, Cost
 from ..governance.completion import completion_audit_record
 from ..governance.keys import IdKey
 from ..governance.masking import PiiDetectedError
 from ..governance.policy import Governance, GovernedOutput
 from ..sinks.pgvector import FailureRow, ResultRow
+from .fleet import BudgetDeferred, FleetControls
 from .items import InvalidItem, PlannedCompletion, check_items_source, plan_item
 from .stats import BatchStats
 
@@ -158,6 +160,7 @@ class BatchRunner:
         governance: Governance | None = None,
         audit: AuditSink | None = None,
         observer: CompletionObserver | None = None,
+        fleet: FleetControls | None = None,
     ) -> None:
         self._client = client
         self._sink = sink
@@ -171,6 +174,12 @@ class BatchRunner:
         self._audit = audit
         self._observer = observer
         self.stats = BatchStats()
+        self._fleet = fleet or FleetControls()
+        self.stats.note_cost(Decimal(0) if self._fleet.prices else None, self._fleet.currency)
+        #: Items another delivery held when this batch planned them: claimed again, with a wait, at the end.
+        self._parked: list[tuple[int, PlannedCompletion]] = []
+        #: Result ids left unsent by a budget; their claims are given back at the next flush.
+        self._deferred: list[str] = []
         self._audits: list[AuditRecord] = []
         self._results: list[tuple[PlannedCompletion, CompletionResult, GovernedOutput]] = []
         self._failures: list[FailureRow] = []
@@ -208,6 +217,7 @@ class BatchRunner:
             raise
         finally:
             self._sink_thread.shutdown(wait=False, cancel_futures=True)
+            await self._fleet.aclose()
             self._progress(force=True)
             self._report()
         return self.stats
@@ -232,6 +242,7 @@ class BatchRunner:
         try:
             rows, failures, audits, _ = self._take()
             await self._store(rows, failures, audits)
+            await self._finish_claims(rows, failures)
         except Exception as exc:  # noqa: BLE001 - the original error is the one that matters
             log.error("storing the completed part of a failed batch failed too: %s", _describe(exc))
 
@@ -259,6 +270,8 @@ class BatchRunner:
             if self._chunk_full():
                 await self._flush(only_if_full=True)  # invalid items and resumed rows are streamed out, never piled up
             self._progress()
+        for entry in await self._claim_parked():
+            await queue.put(entry)
         for _ in range(workers):
             await queue.put(None)
 
@@ -286,7 +299,40 @@ class BatchRunner:
                         continue
                     self._item_step(position)
                 planned = [(position, p) for position, p in planned if p.result_id not in existing]
-        return planned
+        return await self._claimed(planned)
+
+    async def _claimed(self, planned: list[tuple[int, PlannedCompletion]]) -> list[tuple[int, PlannedCompletion]]:
+        """The planned completions this batch may pay for: items another delivery finished count as
+        stored, items it still holds are parked until the end of the input."""
+        outcome = await self._fleet.claim([p.result_id for _, p in planned])
+        if outcome is None:
+            return planned
+        done, busy = set(outcome.done), set(outcome.busy)
+        self._parked += [(position, p) for position, p in planned if p.result_id in busy]
+        for position, p in planned:
+            if p.result_id in done:
+                self.stats.skipped_existing += 1
+                self._item_step(position)
+        return [(position, p) for position, p in planned if p.result_id not in done | busy]
+
+    async def _claim_parked(self) -> list[tuple[int, PlannedCompletion]]:
+        """Wait (bounded by ``claim_wait_seconds``) for parked items: finished ones count as stored,
+        expired claims come to this batch, items still held stay with their live owner."""
+        parked, self._parked = self._parked, []
+        if not parked:
+            return []
+        outcome = await self._fleet.claim([p.result_id for _, p in parked], wait=self._fleet.claim_wait_seconds)
+        assert outcome is not None  # items are parked only when there are claims
+        granted, done = set(outcome.granted), set(outcome.done)
+        for position, p in parked:
+            if p.result_id in granted:
+                continue
+            if p.result_id in done:
+                self.stats.skipped_existing += 1
+            else:
+                self.stats.skipped_claimed += 1
+            self._item_step(position)
+        return [(position, p) for position, p in parked if p.result_id in granted]
 
     def _item_step(self, position: int) -> None:
         """One completion of the item at ``position`` has an outcome; count the item once all have."""
@@ -314,8 +360,12 @@ class BatchRunner:
         with the item unless it is one of ``BATCH_FATAL_ERRORS``."""
         request, prompt_counts = self._governance.mask_request(planned.request)
         try:
-            result = await self._client.complete(request)
+            result, cost = await self._fleet.complete(request, self._client.complete)
             governed = self._governance.govern_output(result.text)
+        except BudgetDeferred:
+            self.stats.deferred_by_budget += 1
+            self._deferred.append(planned.result_id)
+            return
         except BATCH_FATAL_ERRORS:
             raise
         except (GatewayError, PiiDetectedError) as exc:
@@ -328,6 +378,7 @@ class BatchRunner:
             self._record_failure(planned, request, type(exc).__name__, self._failure_message(exc), attempts, counts)
             return
         self._account(result, prompt_counts, governed)
+        self.stats.note_cost(cost, self._fleet.currency)
         self._results.append((planned, result, governed))
         self._audit_record(
             planned,
@@ -336,6 +387,7 @@ class BatchRunner:
             status="success",
             masking=_merge(prompt_counts, governed.masking_counts),
             filters=governed.filters_applied,
+            cost=cost,
         )
         if self._observer is not None:
             self._observer.succeeded(result)
@@ -370,6 +422,7 @@ class BatchRunner:
         attempts: int | None = None,
         masking: dict[str, int] | None = None,
         filters: tuple[str, ...] = (),
+        cost: Decimal | None = None,
     ) -> None:
         record = completion_audit_record(
             request,
@@ -382,6 +435,8 @@ class BatchRunner:
             masking=masking,
             filters=filters,
         )
+        if cost is not None and self._fleet.currency is not None:
+            record = record.model_copy(update={"cost": Cost(amount=cost, currency=self._fleet.currency)})
         self.stats.note_audit(record.audit_id)
         log.info("%s", AuditLog.to_log_line(record))
         if self._audit is not None:
@@ -465,6 +520,7 @@ class BatchRunner:
                 return
             rows, failures, audits, to_embed = self._take()
             await self._store(rows, failures, audits)
+            await self._finish_claims(rows, failures)
             if not to_embed:
                 return
             texts = [text for _, text in to_embed]
@@ -479,6 +535,12 @@ class BatchRunner:
             embedded = await self._in_sink_thread(self._sink.set_embeddings, pairs)
             self.stats.embeddings_written += embedded
             self.stats.awaiting_embedding -= len(pairs)
+
+    async def _finish_claims(self, rows: list[ResultRow], failures: list[FailureRow]) -> None:
+        """Stored items are done for every later delivery; failed and deferred ones go back."""
+        deferred, self._deferred = self._deferred, []
+        lost = await self._fleet.finish_claims([row.id for row in rows], [f.id for f in failures] + deferred)
+        self.stats.claims_lost += len(lost)
 
     def _embedding_text(self, planned: PlannedCompletion, answer: str) -> tuple[str, str | None]:
         """The text to embed and, when ``json:<field>`` fell back to the whole answer, why."""

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 #: Latency samples kept for percentiles; exact up to this many completions, a uniform sample beyond.
@@ -50,8 +51,8 @@ class Reservoir:
 @dataclass
 class BatchStats:
     """Outcome counts of one run; every completion of the input lands in exactly one of
-    ``succeeded``, ``failed``, ``skipped_existing`` or ``embedded_earlier``, every item that is
-    never sent in ``invalid``."""
+    ``succeeded``, ``failed``, ``skipped_existing``, ``embedded_earlier``, ``skipped_claimed`` or
+    ``deferred_by_budget``, every item that is never sent in ``invalid``."""
 
     #: Completions paid for in this run and stored (see ``awaiting_embedding`` for how many lack a vector).
     succeeded: int = 0
@@ -63,6 +64,15 @@ class BatchStats:
     skipped_existing: int = 0
     #: Completions paid for by an earlier attempt that stored them awaiting an embedding: embedded now, not sent.
     embedded_earlier: int = 0
+    #: Completions another live delivery of the same work held past the claim wait: it pays and stores them.
+    skipped_claimed: int = 0
+    #: Completions left unsent because a budget ran out; a later run (the next day) sends them.
+    deferred_by_budget: int = 0
+    #: Completions whose claim expired while this run paid for them (the worker stalled past the lease).
+    claims_lost: int = 0
+    #: What this run's completions cost (None without a price table), in ``currency``.
+    cost: Decimal | None = None
+    currency: str | None = None
     rows_written: int = 0
     #: Rows given their embedding in this run (results of this run and of earlier attempts).
     embeddings_written: int = 0
@@ -92,7 +102,14 @@ class BatchStats:
     def total(self) -> int:
         """Every outcome of the run's input: the failure ratio's denominator, so a re-run of a
         batch that passed sees the same ratio (its stored results count, as they did the first time)."""
-        return self.succeeded + self.failures + self.skipped_existing + self.embedded_earlier
+        return (
+            self.succeeded
+            + self.failures
+            + self.skipped_existing
+            + self.embedded_earlier
+            + self.skipped_claimed
+            + self.deferred_by_budget
+        )
 
     @property
     def failed_ratio(self) -> float:
@@ -117,6 +134,11 @@ class BatchStats:
         if filters:
             self.filtered += 1
 
+    def note_cost(self, cost: Decimal | None, currency: str | None) -> None:
+        if cost is not None:
+            self.cost = (self.cost or Decimal(0)) + cost
+            self.currency = currency
+
     def note_audit(self, audit_id: str) -> None:
         self.audit_records += 1
         if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
@@ -136,7 +158,11 @@ class BatchStats:
                 "embeddings_written": self.embeddings_written,
                 "awaiting_embedding": self.awaiting_embedding,
                 "embedding_fallbacks": self.embedding_fallbacks,
+                "skipped_claimed": self.skipped_claimed,
+                "deferred_by_budget": self.deferred_by_budget,
+                "claims_lost": self.claims_lost,
             },
+            "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
             "invalid_reasons": dict(self.invalid_reasons),
             "invalid_examples": list(self.invalid_examples),

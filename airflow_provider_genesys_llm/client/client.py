@@ -12,18 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ..coordination.errors import CoordinationUnavailableError, SlotTimeoutError
+from ..coordination.settings import Priority
+from ..coordination.slots import Slot
 from .auth import TokenProvider
 from .breaker import CircuitBreaker
 from .config import GatewayConfig
-from .errors import GatewayAuthError, GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .errors import (
+    GatewayAuthError,
+    GatewayError,
+    GatewayProtocolError,
+    GatewayRateLimitError,
+    GatewayTimeoutError,
+    GatewayUnavailableError,
+    RequestValidationError,
+    detached,
+)
 from .exchange import exchange
 from .limits import AnswerBound, RequestRateLimiter, build_request, expand_temperatures
 from .models import (
@@ -40,6 +52,9 @@ from .transports.base import AttemptInfo, Transport
 from .transports.sse import SSETransport
 from .transports.websocket import WebSocketTransport
 from .watchdog import watched
+
+if TYPE_CHECKING:
+    from ..coordination.gateway import GatewayCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +131,17 @@ class CompletionStream:
                     parts: list[str] = []
                     attempt_started = first_token_at = 0.0
                     # attempt_started is read after the loop: the final attempt's start, for tokens/s.
-                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):  # noqa: B007
-                        rate_wait += wait
-                        if text:
-                            if not first_token_at:
-                                first_token_at = time.perf_counter()
-                            parts.append(text)
-                            gave_text = True
-                            yield TokenEvent(text, attempt_number)
+                    # aclosing: a consumer that stops early gives the attempt's slots back now, not at
+                    # garbage collection (a fleet slot held by a dead generator would idle the quota)
+                    async with aclosing(client._attempt(request, info, self._transport)) as frames:
+                        async for text, attempt_started, wait in frames:  # noqa: B007
+                            rate_wait += wait
+                            if text:
+                                if not first_token_at:
+                                    first_token_at = time.perf_counter()
+                                parts.append(text)
+                                gave_text = True
+                                yield TokenEvent(text, attempt_number)
         except GatewayError as exc:
             exc.attempts = attempt_number
             detached(exc)
@@ -171,15 +189,25 @@ class CompletionStream:
 
 
 class GatewayClient:
-    """Async client for the Genesys Cloud LLM Gateway. Use one per process and event loop."""
+    """Async client for the Genesys Cloud LLM Gateway. Use one per process and event loop.
+
+    With a ``gate`` (the fleet's ``GatewayCoordinator``), every completion attempt runs inside a
+    fleet-wide slot of class ``priority`` and the gate's shared request bucket replaces this
+    process's rate limiter; ``max_concurrency`` still caps this process's own streams. The client
+    closes the gate with itself.
+    """
 
     def __init__(
         self,
         config: GatewayConfig,
         *,
         on_new_token: Callable[[str], None] | None = None,
+        gate: GatewayCoordinator | None = None,
+        priority: Priority = "backfill",
     ) -> None:
         self.config = config
+        self._gate = gate
+        self.priority: Priority = priority
         self._http = httpx.AsyncClient(
             verify=config.verify_ssl,
             timeout=httpx.Timeout(
@@ -214,6 +242,13 @@ class GatewayClient:
     async def aclose(self) -> None:
         await self._websocket.aclose()
         await self._http.aclose()
+        if self._gate is not None:
+            await self._gate.aclose()
+
+    @property
+    def gate(self) -> GatewayCoordinator | None:
+        """The fleet-wide gate completions wait for, if the connection enabled coordination."""
+        return self._gate
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -253,17 +288,18 @@ class GatewayClient:
 
     async def _attempt(
         self, request: CompletionRequest, info: AttemptInfo, transport: Transport
-    ) -> AsyncIterator[tuple[str, float, float]]:
-        """One attempt: a concurrency slot, the breaker, a rate-limit slot, a token (refreshed once
-        on 401), the frames within their bound.
+    ) -> AsyncGenerator[tuple[str, float, float]]:
+        """One attempt: a concurrency slot (and a fleet slot with a gate), the breaker, a rate-limit
+        slot, a token (refreshed once on 401), the frames within their bound.
 
-        Yields (text, attempt start, seconds waited for the rate limiter) per frame.
+        Per attempt, not per completion: the retry policy's sleeps between attempts hold no fleet slot.
+        Yields (text, attempt start, seconds waited for the rate limiter or the fleet) per frame.
         """
         config = self.config
-        async with self._slots:
+        async with self._slots, self._admission() as slot:
             self._auth.check_refused()
             with self.breaker.guard():
-                waited = await self._rate.acquire()
+                waited = slot.waited_seconds if slot is not None else await self._rate.acquire()
                 self.stats.rate_limit_wait_s += waited
                 stale: str | None = None
                 for refreshed in (False, True):
@@ -290,6 +326,28 @@ class GatewayClient:
                         if refreshed:
                             raise
                         stale = token
+                    except (GatewayRateLimitError, GatewayUnavailableError) as exc:
+                        if slot is not None:
+                            _report(slot, exc)
+                        raise
+
+    @asynccontextmanager
+    async def _admission(self) -> AsyncIterator[Slot | None]:
+        """A fleet slot for one attempt (None without a gate); the gate's errors become the
+        client's typed, retryable errors where the slot is entered, so callers see one error family."""
+        if self._gate is None:
+            yield None
+            return
+        async with AsyncExitStack() as stack:
+            try:
+                slot = await stack.enter_async_context(
+                    self._gate.slot(self.priority, timeout=self.config.timeout_seconds)
+                )
+            except SlotTimeoutError as exc:
+                raise GatewayTimeoutError(f"{exc} (the fleet's gateway quota is busy; a retry queues again)") from None
+            except CoordinationUnavailableError as exc:
+                raise GatewayUnavailableError(str(exc)) from None
+            yield slot
 
     # --- REST endpoints -------------------------------------------------------------------
 
@@ -399,3 +457,12 @@ class GatewayClient:
 
 class _WebhookRefused(Exception):
     """The analytics webhook answered with a non-2xx status."""
+
+
+def _report(slot: Slot, exc: GatewayRateLimitError | GatewayUnavailableError) -> None:
+    """Tell the fleet what the gateway answered: a 429 halves the shared limit and pauses every
+    worker until its Retry-After; an unavailable gateway that named a Retry-After pauses them only."""
+    if isinstance(exc, GatewayRateLimitError):
+        slot.report(status=429, retry_after=exc.retry_after)
+    elif exc.retry_after is not None:
+        slot.report(status=exc.status_code or 503, retry_after=exc.retry_after)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from ..coordination.settings import BudgetSettings, CoordinationSettings
+from ..coordination.spend import PriceTable
 from .urls import check_base_url, check_path, is_loopback
 
 Transport = Literal["websocket", "sse"]
@@ -157,6 +159,12 @@ class GatewayConfig(BaseModel):
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     #: Largest REST answer (embeddings, jobs, transcript documents) the client reads, in bytes.
     max_response_bytes: int = Field(64 << 20, ge=1024)
+    #: Fleet-wide limits shared through Postgres; off by default (per-process limits above).
+    coordination: CoordinationSettings = CoordinationSettings()
+    #: Prices per model; needed for budgets, plans and the cost in manifests and audit records.
+    price_table: PriceTable | None = None
+    #: Spend limits per task, DAG run and day (need ``price_table`` and ``coordination.postgres_conn_id``).
+    budgets: BudgetSettings = BudgetSettings()
 
     @field_validator("transcript_url_hosts", mode="before")
     @classmethod
@@ -185,6 +193,19 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
         return resolve_region(value) if value else None
+
+    @model_validator(mode="after")
+    def _budgets_can_be_kept(self) -> GatewayConfig:
+        """A budget needs prices to count in and a database to count in across workers."""
+        limits = [name for name in ("per_task", "per_dag_run", "per_day") if getattr(self.budgets, name) is not None]
+        if limits and self.price_table is None:
+            raise ValueError(f"budgets {limits} are set but price_table is empty: add the models' prices")
+        if limits and not self.coordination.postgres_conn_id:
+            raise ValueError(
+                f"budgets {limits} are set but coordination.postgres_conn_id is empty: name the Postgres "
+                "connection that keeps the fleet's spend"
+            )
+        return self
 
     @model_validator(mode="after")
     def _urls_resolvable_and_safe(self) -> GatewayConfig:

@@ -27,7 +27,7 @@ def estimate_tokens(text_parts: Iterable[str]) -> int:
     return math.ceil(sum(len(part) for part in text_parts) / CHARS_PER_TOKEN)
 
 
-def _prompt_parts(request: CompletionRequest) -> list[str]:
+def prompt_parts(request: CompletionRequest) -> list[str]:
     parts = [m.content for m in request.messages]
     if request.system:
         parts.append(request.system)
@@ -55,7 +55,7 @@ def validate_request(request: CompletionRequest, config: GatewayConfig) -> Compl
         raise RequestValidationError(
             f"max_tokens {request.max_tokens} is outside 1..{limits.max_tokens} (capacity of model {request.model!r})"
         )
-    prompt_tokens = estimate_tokens(_prompt_parts(request))
+    prompt_tokens = estimate_tokens(prompt_parts(request))
     if prompt_tokens > limits.context_tokens:
         raise RequestValidationError(
             f"prompt is about {prompt_tokens} tokens, over the {limits.context_tokens}-token "

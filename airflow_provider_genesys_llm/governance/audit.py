@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -87,6 +88,15 @@ class Timings(BaseModel):
     tokens_per_second: float | None = None
 
 
+class Cost(BaseModel):
+    """What a completion or a task cost, priced by the connection's price table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount: Decimal = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
 class AuditRecord(BaseModel):
     """What happened in one completion (``kind="completion"``) or one task (``kind="task"``).
 
@@ -117,6 +127,8 @@ class AuditRecord(BaseModel):
     prompt_hmac: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
     usage: TokenUsage | None = None
+    #: None when the connection has no price table.
+    cost: Cost | None = None
     timings: Timings | None = None
     attempts: int | None = None
     error_class: str | None = None

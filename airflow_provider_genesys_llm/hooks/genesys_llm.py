@@ -14,8 +14,17 @@ from pydantic import ValidationError
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayConfig, GatewayProtocolError, GatewayStatus, StreamEvent
+from ..client import (
+    CompletionRequest,
+    CompletionResult,
+    GatewayClient,
+    GatewayConfig,
+    GatewayProtocolError,
+    GatewayStatus,
+    StreamEvent,
+)
 from ..client.transcripts import JOBS_PATH, JobStatus, TranscriptSource
+from ..coordination.settings import Priority
 from ..governance.completion import GovernedCompletion, complete_governed, stream_governed
 from ..governance.policy import Governance
 from ._loop import BackgroundLoop
@@ -52,10 +61,17 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
     hook_name = "Genesys Cloud LLM Gateway"
 
     def __init__(
-        self, genesys_llm_conn_id: str = default_conn_name, *, governance: Governance | bool = True, **kwargs: Any
+        self,
+        genesys_llm_conn_id: str = default_conn_name,
+        *,
+        governance: Governance | bool = True,
+        priority: Priority = "backfill",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.genesys_llm_conn_id = genesys_llm_conn_id
+        #: Class of this hook's completions in the fleet's shared gate (when the connection enables one).
+        self.priority: Priority = priority
         if governance is True:
             governance = Governance()
         self.governance: Governance | None = governance or None
@@ -106,8 +122,43 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
             )
             raise ValueError(f"connection {self.genesys_llm_conn_id!r} is invalid: {problems}") from None
 
+    def coordination_conninfo(self) -> str | None:
+        """libpq conninfo of the Postgres connection named by ``coordination.postgres_conn_id`` (the
+        fleet's shared gate, claims and spend), None when the connection names none."""
+        if "_coordination_conninfo" not in self.__dict__:
+            conn_id = self.config.coordination.postgres_conn_id
+            self.__dict__["_coordination_conninfo"] = (
+                self._conninfo_of(self.get_connection(conn_id)) if conn_id else None
+            )
+        return self.__dict__["_coordination_conninfo"]
+
+    async def acoordination_conninfo(self) -> str | None:
+        """``coordination_conninfo`` without blocking the event loop."""
+        if "_coordination_conninfo" not in self.__dict__:
+            conn_id = (await self.aget_config()).coordination.postgres_conn_id
+            conninfo = self._conninfo_of(await self.aget_connection(conn_id)) if conn_id else None
+            self.__dict__["_coordination_conninfo"] = conninfo
+        return self.coordination_conninfo()
+
+    @staticmethod
+    def _conninfo_of(conn: Connection) -> str:
+        from ..sinks.pgvector import airflow_conninfo  # psycopg: only for connections that use a database
+
+        if conn.password:
+            mask_secret(conn.password)
+        return airflow_conninfo(conn)
+
     def _new_client(self) -> GatewayClient:
-        return GatewayClient(self.config, on_new_token=mask_secret)
+        """A client; with ``coordination.enabled``, behind the fleet's gate (it connects on first use)."""
+        config = self.config
+        gate = None
+        if config.coordination.enabled:
+            from ..coordination import GatewayCoordinator
+
+            conninfo = self.coordination_conninfo()
+            assert conninfo is not None  # CoordinationSettings requires postgres_conn_id when enabled
+            gate = GatewayCoordinator(conninfo, self.genesys_llm_conn_id, config.coordination)
+        return GatewayClient(config, on_new_token=mask_secret, gate=gate, priority=self.priority)
 
     def get_conn(self) -> GatewayClient:
         """The client behind the synchronous methods (it lives on the hook's private loop)."""
@@ -133,8 +184,9 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return client
 
     async def aget_async_client(self) -> GatewayClient:
-        """``get_async_client`` without blocking the event loop to read the connection."""
+        """``get_async_client`` without blocking the event loop to read the connections."""
         await self.aget_config()
+        await self.acoordination_conninfo()
         return self.get_async_client()
 
     async def aclose(self) -> None:

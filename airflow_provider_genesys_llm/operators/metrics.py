@@ -6,11 +6,14 @@ the number of series in the metrics backend.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from airflow.sdk.observability.stats import Stats
 
 from ..client import CompletionResult
 
 PREFIX = "genesys_llm.completion"
+BATCH_PREFIX = "genesys_llm.batch"
 
 #: Every metric this provider emits, with what it measures (documented in the README).
 METRICS = {
@@ -22,7 +25,17 @@ METRICS = {
     f"{PREFIX}.completion_tokens": "counter: completion tokens billed",
     f"{PREFIX}.retries": "counter: attempts beyond the first",
     f"{PREFIX}.count": "counter: completions, tagged status=success|failed",
+    f"{BATCH_PREFIX}.cost": "gauge: what one batch task's completions cost, tagged currency (price table)",
+    f"{BATCH_PREFIX}.deferred_by_budget": "counter: completions a batch left unsent because a budget ran out",
 }
+
+
+def batch_spend(cost: Decimal | None, currency: str | None, deferred_by_budget: int) -> None:
+    """The batch-level spend metrics (cost only with a price table)."""
+    if cost is not None:
+        Stats.gauge(f"{BATCH_PREFIX}.cost", float(cost), tags={"currency": currency or ""})
+    if deferred_by_budget:
+        Stats.incr(f"{BATCH_PREFIX}.deferred_by_budget", deferred_by_budget)
 
 
 class StatsObserver:

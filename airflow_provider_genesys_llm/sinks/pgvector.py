@@ -446,6 +446,18 @@ class PgVectorStore:
                 found.update(cur.fetchall())
         return found
 
+    def usage_sample(self, model: str, limit: int = 50) -> list[tuple[int, int, float]]:
+        """(prompt tokens, completion tokens, seconds) of up to ``limit`` newest stored results of
+        ``model``: the free sample a plan scales to the items still to send."""
+        query = sql.SQL(
+            "SELECT (usage->>'prompt_tokens')::int, (usage->>'completion_tokens')::int,"
+            " (timings->>'total_ms')::float8 / 1000 FROM {table} WHERE model = %s AND usage ? 'prompt_tokens'"
+            " AND usage ? 'completion_tokens' AND timings ? 'total_ms' ORDER BY created_at DESC LIMIT %s"
+        ).format(table=self._table)
+        with self._cursor("usage_sample", transaction=False) as cur:
+            cur.execute(query, (model, limit))
+            return [(int(p), int(c), float(t)) for p, c, t in cur.fetchall()]
+
     def set_embeddings(self, vectors: Sequence[tuple[str, Embedding]]) -> int:
         """Complete rows awaiting their embedding, in one transaction; return how many were completed.
 
