@@ -23,6 +23,8 @@ from ..governance.filters import OutputFilter
 from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
 from .metrics import StatsObserver
+from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
+from .lineage import batch_lineage  # issue 11: OpenLineage
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from .rendered_fields import MaskedRenderedFieldsMixin
@@ -132,6 +134,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.compliance_tag = compliance_tag
         self.id_key_variable = id_key_variable
         self.preview_masker = self.governance.masker
+        declare_results_outlet(self)  # issue 11: the table's asset (or an alias when it is templated)
+
+    get_openlineage_facets_on_complete = batch_lineage  # issue 11
 
     def _source(self) -> tuple[Any, int | None]:
         """The items iterable and its length when known cheaply (for the ETA)."""
@@ -143,6 +148,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         items = check_items_source(self.raw_field("items"))
         return items, len(items) if isinstance(items, Sequence) else None
 
+    @emits_results_asset(batch_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
         id_key = get_id_key(self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id)

@@ -17,6 +17,9 @@ from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..sinks.pgvector import airflow_conninfo
 from ..sinks.transcripts import TranscriptStore
+from .assets import declare_results_outlet, emits_results_asset, transcripts_extra  # issue 11: asset events
+from .lineage import transcripts_lineage  # issue 11: OpenLineage
+from .metrics import TRANSCRIPTS, count_outcomes  # issue 11: outcome metrics
 
 
 class ConversationJobFailedError(RuntimeError):
@@ -60,6 +63,9 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.genesys_llm_conn_id = genesys_llm_conn_id
+        declare_results_outlet(self)  # issue 11
+
+    get_openlineage_facets_on_complete = transcripts_lineage  # issue 11
 
     def _interval(self, context: Context) -> tuple[datetime, datetime]:
         start = self.interval_start or context["data_interval_start"]
@@ -80,6 +86,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
             raise ConversationJobFailedError(f"analytics job {job_id} ended {status.state}: {message}")
         return job_id
 
+    @count_outcomes(TRANSCRIPTS)  # issue 11
+    @emits_results_asset(transcripts_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         source = hook.get_transcript_source()
