@@ -64,12 +64,13 @@ def _table(settings: Settings, name: str | None) -> TableName:
         raise HTTPException(status_code=400, detail=str(exc)) from None
 
 
-def _connect(settings: Settings) -> queries.Connect:
+def _connect(settings: Settings, *, dict_rows: bool = True) -> queries.Connect:
     from airflow.models.connection import Connection
 
     from ..sinks.pgvector import airflow_conninfo
 
-    return queries.read_only_connect(airflow_conninfo(Connection.get_connection_from_secrets(settings.postgres_conn_id)))
+    conn = Connection.get_connection_from_secrets(settings.postgres_conn_id)
+    return queries.read_only_connect(airflow_conninfo(conn), dict_rows=dict_rows)
 
 
 def _db_error(exc: psycopg.Error) -> HTTPException:
@@ -168,7 +169,7 @@ def create_app() -> FastAPI:
         """Recompute the whole chain now (it reads every row: on demand only)."""
         from ..governance.audit import verify_chain
 
-        connect = _connect(settings)
+        connect = _connect(settings, dict_rows=False)
         try:
             outcome = verify_chain(connect, table=settings.audit_table.table, schema=settings.audit_table.schema)
         except psycopg.Error as exc:

@@ -26,12 +26,14 @@ AUDIT_ROWS = 20
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[dict[str, Any]]]]
 
 
-def read_only_connect(conninfo: str) -> Connect:
-    """A factory of read-only connections with a statement timeout and dict rows."""
+def read_only_connect(conninfo: str, *, dict_rows: bool = True) -> Connect:
+    """A factory of read-only connections with a statement timeout (and dict rows, unless told otherwise:
+    ``verify_chain`` reads tuples)."""
     options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    factory: dict[str, Any] = {"row_factory": dict_row} if dict_rows else {}
 
     def connect() -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
-        return psycopg.connect(conninfo, options=options, connect_timeout=10, row_factory=dict_row)
+        return psycopg.connect(conninfo, options=options, connect_timeout=10, **factory)
 
     return connect
 

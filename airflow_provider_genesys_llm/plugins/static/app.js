@@ -114,8 +114,8 @@ async function loadTrends() {
     series.get(key).set(d.day, d.completions);
   }
   const palette = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6"];
-  draw("trend-chart", "line", days, [...series].map(([label, byDay], i) => ({
-    label, data: days.map((day) => byDay.get(day) ?? 0), borderColor: palette[i % palette.length], tension: 0.2,
+  draw("trend-chart", "bar", days, [...series].map(([label, byDay], i) => ({
+    label, data: days.map((day) => byDay.get(day) ?? 0), backgroundColor: palette[i % palette.length],
   })));
 }
 

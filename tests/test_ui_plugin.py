@@ -1,0 +1,196 @@
+"""The UI plugin in a real browser: Airflow's API server with the plugin, the demo DAG's data in the
+embedded Postgres, headless Debian Chromium driven by Playwright (the system browser; no download).
+
+What the page shows is checked against the tables themselves, so a wrong query, a wrong
+aggregation or a chart without data fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from airflow_runner import airflow_env, dags_test
+from ui_server import CHROMIUM, CHROMIUM_ARGS, ApiServer, api_server
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DAGS = ROOT / "dags_examples"
+RUN_DATE = "2026-11-23"
+TABLE = "transcript_insights"
+PRICES = {"genesys-llm-v2": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}
+#: Screenshots land here (CI keeps the folder as the test's artifacts).
+ARTIFACTS = Path(os.environ.get("GENESYS_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
+WAIT_MS = 30_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(airflow_home, emulator_server, pg_server) -> dict[str, str]:
+    """One run of the demo DAG with one item failing at the gateway; returns the Airflow env and run id."""
+    emulator_server.reset()
+    emulator_server.add_fault(endpoint="ws", kind="stream_error", code="invalid_request", count=1)
+    env = airflow_env(airflow_home, DEMO_DAGS, emulator_server, pg_server)
+    done = dags_test(env, "genesys_llm_demo", RUN_DATE)
+    emulator_server.reset()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    with psycopg.connect(pg_server.conninfo) as conn:
+        (run_id,) = conn.execute(
+            f"SELECT run_id FROM {TABLE} WHERE dag_id = 'genesys_llm_demo' ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+    return {**env, "RUN_ID": run_id}
+
+
+@pytest.fixture(scope="module")
+def server(demo_run, tmp_path_factory) -> Iterator[ApiServer]:
+    env = {key: value for key, value in demo_run.items() if key != "RUN_ID"}
+    env["AIRFLOW__GENESYS_LLM__PRICES"] = json.dumps(PRICES)
+    with api_server(env, tmp_path_factory.mktemp("api-server")) as running:
+        yield running
+
+
+@pytest.fixture
+def browser_page(tmp_path, request) -> Iterator[object]:
+    """A page in a fresh Chromium profile; its last state is saved as a screenshot whatever the outcome."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1800},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            yield page
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"), full_page=True)
+        finally:
+            context.close()
+
+
+def login(page, server: ApiServer, path: str = "/genesys-llm/") -> None:
+    """Open ``path``; the plugin sends an anonymous browser to Airflow's login page, which sends it back."""
+    page.goto(server.base_url + path)
+    page.wait_for_url("**/auth/login**")
+    page.get_by_label("Username").fill(server.user)
+    page.get_by_label("Password").fill(server.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**{path}")
+
+
+def db_figures(conninfo: str, run_id: str) -> dict[str, object]:
+    with psycopg.connect(conninfo) as conn:
+        completions, prompt, completion = conn.execute(
+            f"SELECT count(*), sum((usage->>'prompt_tokens')::int), sum((usage->>'completion_tokens')::int) "
+            f"FROM {TABLE} WHERE dag_id = 'genesys_llm_demo' AND run_id = %s", (run_id,)
+        ).fetchone()
+        failures = conn.execute(
+            f"SELECT error_class, count(*) FROM {TABLE}_failures WHERE dag_id = 'genesys_llm_demo' AND run_id = %s "
+            "GROUP BY error_class", (run_id,)
+        ).fetchall()
+        head = conn.execute("SELECT seq FROM genesys_llm_audit_head").fetchone()
+    return {"completions": completions, "prompt": prompt, "completion": completion,
+            "failures": dict(failures), "head_seq": head[0]}
+
+
+def fmt(number: float) -> str:
+    return f"{number:,}"
+
+
+def test_page_shows_the_tables_figures_charts_audit_and_search(server, demo_run, pg_server, browser_page, monkeypatch):
+    page = browser_page
+    run_id = demo_run["RUN_ID"]
+    login(page, server)
+    page.wait_for_selector("body[data-loaded=true]")
+    page.select_option("#dag", "genesys_llm_demo")
+    page.select_option("#run", run_id)
+    expected = db_figures(pg_server.conninfo, run_id)
+    completions = page.get_by_test_id("completions")
+    page.wait_for_function(
+        "expected => document.querySelector('[data-testid=completions]').textContent === expected",
+        arg=fmt(expected["completions"]),
+    )
+    assert completions.text_content() == fmt(expected["completions"])
+    assert expected["completions"] == 29 and sum(expected["failures"].values()) == 1  # the armed fault
+    assert page.get_by_test_id("prompt-tokens").text_content() == fmt(expected["prompt"])
+    assert page.get_by_test_id("completion-tokens").text_content() == fmt(expected["completion"])
+    cost = expected["prompt"] / 1000 * 0.5 + expected["completion"] / 1000 * 1.5
+    assert page.get_by_test_id("cost").text_content() == f"{cost:,.4f}".rstrip("0").rstrip(".") + " USD"
+    assert page.get_by_test_id("failed").text_content() == fmt(sum(expected["failures"].values()))
+    failures_text = page.get_by_test_id("failures").text_content()
+    for error_class in expected["failures"]:
+        assert error_class in failures_text
+    assert page.get_by_test_id("skipped").text_content() == "0"
+
+    # A real chart with data points: the histogram's bars add up to the completions.
+    bars = page.evaluate("() => Chart.getChart(document.getElementById('latency-chart')).data.datasets[0].data")
+    assert len(bars) == 20 and sum(bars) == expected["completions"]
+    ttft_bars = page.evaluate("() => Chart.getChart(document.getElementById('ttft-chart')).data.datasets[0].data")
+    assert sum(ttft_bars) == expected["completions"]
+    trend = page.evaluate("() => Chart.getChart(document.getElementById('trend-chart')).data.datasets.length")
+    assert trend >= 1
+
+    # Audit: the head the page shows is the table's, and verification runs on demand.
+    assert page.get_by_test_id("audit-head").text_content().startswith(f"seq {expected['head_seq']} ")
+    assert page.locator("[data-testid=audit-records] tbody tr").count() > 0
+    page.click("#verify")
+    page.wait_for_function("() => document.querySelector('[data-testid=verify-result]').textContent.startsWith('chain')")
+    assert page.get_by_test_id("verify-result").text_content().startswith("chain OK")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    # Search: the page's first match is the table's nearest row to the same query embedding.
+    query = "customer was charged twice and wants a refund"
+    page.fill("#query", query)
+    page.click("#search-form button")
+    first = page.locator("[data-testid=search-results] tbody tr").first
+    first.wait_for()
+    cells = first.locator("td").all_text_contents()
+    expected_source, expected_distance = nearest(pg_server.conninfo, monkeypatch, demo_run, query)
+    assert cells[1] == expected_source
+    assert abs(float(cells[2]) - expected_distance) < 1e-3
+    assert "cosine distance" in page.locator("[data-testid=search-results] thead").text_content()
+    page.screenshot(path=str(ARTIFACTS / "ui-plugin.png"), full_page=True)
+    if os.environ.get("GENESYS_UPDATE_DOCS_IMG"):
+        shutil.copy(ARTIFACTS / "ui-plugin.png", ROOT / "docs" / "img" / "ui-plugin.png")
+
+
+def nearest(conninfo: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], query: str) -> tuple[str, float]:
+    """The nearest stored row to ``query``, computed here from the same connection's embeddings endpoint."""
+    from pgvector import Vector
+    from pgvector.psycopg import register_vector
+
+    from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", env["AIRFLOW_CONN_GENESYS_LLM_DEFAULT"])
+    hook = GenesysLLMHook()
+    try:
+        vector = hook.embed([query])[0]
+    finally:
+        hook.close()
+    with psycopg.connect(conninfo) as conn:
+        register_vector(conn)
+        source_id, distance = conn.execute(
+            f"SELECT source_id, embedding <=> %s FROM {TABLE} ORDER BY 2 LIMIT 1", (Vector(vector),)
+        ).fetchone()
+    return source_id, distance
+
+
+def test_api_refuses_anonymous_callers_and_unknown_tables(server):
+    for path in ("/genesys-llm/api/summary?dag_id=genesys_llm_demo", "/genesys-llm/api/search?q=refund",
+                 "/genesys-llm/api/audit/verify"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.base_url + path, timeout=30)
+        assert refused.value.code == 401, path
+    with urllib.request.urlopen(server.base_url + "/genesys-llm/", timeout=30) as answer:  # redirected to login
+        assert "/auth/login" in answer.url
