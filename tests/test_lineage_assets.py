@@ -1,0 +1,140 @@
+"""Asset events, a downstream DAG scheduled on them, OpenLineage and StatsD from one real pipeline.
+
+The enrichment DAG (tests/dags/genesys_llm_assets_test.py) runs under ``airflow dags test`` with
+OpenLineage's file transport and StatsD pointed at a UDP socket here, one item failing at the
+gateway. Then the real scheduler (``airflow scheduler -n 2``) creates the downstream DAG's
+asset-triggered run from the event, and ``airflow tasks test`` runs that run's task, which reads
+the triggering event's extra. Each figure in the extra is checked against the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from airflow_runner import airflow_env, dags_test
+from ui_server import free_port
+
+from airflow_provider_genesys_llm.operators.assets import results_asset
+
+HERE = Path(__file__).resolve().parent
+ENRICH, DOWNSTREAM, TABLE = "genesys_llm_assets_enrich", "genesys_llm_assets_downstream", "asset_results"
+ITEMS = 6
+
+
+def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"airflow {' '.join(args)}:\n{(done.stdout + done.stderr)[-4000:]}"
+    return done
+
+
+def drain(sock: socket.socket) -> list[str]:
+    packets = []
+    try:
+        while True:
+            packets.extend(sock.recv(65535).decode().splitlines())
+    except TimeoutError:
+        return packets
+
+
+@pytest.fixture(scope="module")
+def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict[str, object]:
+    work = tmp_path_factory.mktemp("assets")
+    items = work / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": f"a{n}", "text": f"ticket {n}: refund please"}) + "\n" for n in range(ITEMS)))
+    lineage = work / "openlineage.jsonl"
+    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    statsd.bind(("127.0.0.1", 0))
+    statsd.settimeout(0.5)
+    env = {
+        **airflow_env(airflow_home, HERE / "dags", emulator_server, pg_server),
+        "GENESYS_ASSETS_TEST_JSONL": str(items),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(lineage), "append": True}),
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.getsockname()[1]),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+    }
+    try:
+        airflow(env, "dags", "reserialize")  # the downstream DAG's asset schedule is known before the event
+        airflow(env, "dags", "unpause", DOWNSTREAM)  # a paused DAG is not queued by asset events
+        emulator_server.reset()
+        emulator_server.add_fault(endpoint="ws", kind="stream_error", code="invalid_request", count=1)
+        done = dags_test(env, ENRICH, "2026-11-24")
+        emulator_server.reset()
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        packets = drain(statsd)
+    finally:
+        statsd.close()
+    airflow(env, "scheduler", "-n", "2")
+    with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
+        runs = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered' ORDER BY id DESC", (DOWNSTREAM,)
+        ).fetchall()
+        (enrich_run,) = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (ENRICH,)
+        ).fetchone()
+    assert runs, "the scheduler created no asset-triggered run of the downstream DAG"
+    airflow(env, "tasks", "test", DOWNSTREAM, "read_event", runs[0][0])
+    with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
+        (read,) = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'read_event' AND key = 'return_value'",
+            (DOWNSTREAM, runs[0][0]),
+        ).fetchone()
+    return {"read": json.loads(read), "enrich_run": enrich_run, "lineage": lineage, "statsd": packets}
+
+
+def test_downstream_dag_scheduled_on_the_results_asset_reads_what_changed(pipeline, pg_server):
+    read, run_id = pipeline["read"], pipeline["enrich_run"]
+    assert read["uri"] == results_asset(TABLE, postgres_conn_id="genesys_pgvector").uri
+    assert read["events"] == 1
+    extra = read["extra"]
+    with psycopg.connect(pg_server.conninfo) as conn:
+        written, prompt, completion = conn.execute(
+            f"SELECT count(*), sum((usage->>'prompt_tokens')::int), sum((usage->>'completion_tokens')::int) "
+            f"FROM {TABLE} WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        (failed,) = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE run_id = %s", (run_id,)).fetchone()
+        head_seq, head_hash = conn.execute("SELECT seq, record_hash FROM genesys_llm_audit_head").fetchone()
+    assert (written, failed) == (ITEMS - 1, 1)
+    assert extra["rows_written"] == written and extra["rows_failed"] == failed and extra["rows_skipped"] == 0
+    assert extra["tokens"] == {"prompt": prompt, "completion": completion, "total": prompt + completion}
+    assert extra["model"] == "genesys-llm-v2" and extra["table"] == f"public.{TABLE}"
+    assert extra["audit_head"] == {"seq": head_seq, "record_hash": head_hash}
+    assert extra["cost"] is None  # no [genesys_llm] prices configured: no guessed cost
+
+
+def test_openlineage_event_has_the_input_file_the_output_table_and_the_genesys_facet(pipeline, pg_server):
+    events = [json.loads(line) for line in Path(pipeline["lineage"]).read_text().splitlines()]
+    complete = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == f"{ENRICH}.enrich"]
+    assert len(complete) == 1, [(e["eventType"], e["job"]["name"]) for e in events]
+    event = complete[0]
+    assert [(d["namespace"], d["name"]) for d in event["inputs"]] == [
+        ("file", str(Path(pipeline["lineage"]).with_name("items.jsonl")))
+    ]
+    assert [(d["namespace"], d["name"]) for d in event["outputs"]] == [
+        (f"postgres://localhost:{pg_server.port}", f"{pg_server.dbname}.public.{TABLE}")
+    ]
+    facet = event["run"]["facets"]["genesysLlm"]
+    extra = pipeline["read"]["extra"]
+    assert facet["model"] == "genesys-llm-v2"
+    assert facet["tokens"] == extra["tokens"]
+    assert (facet["rows_written"], facet["rows_failed"], facet["rows_skipped"]) == (ITEMS - 1, 1, 0)
+    assert facet["_schemaURL"].startswith("https://openlineage.io/spec/")
+    assert "cost" not in facet  # nothing priced, nothing claimed
+
+
+def test_statsd_gets_success_and_failed_counters_by_name_from_the_dag_run(pipeline):
+    counters = [line.split("|")[0] for line in pipeline["statsd"] if line.endswith("|c")]
+    success = [c for c in counters if ".genesys_llm.completion.success.count:" in c]
+    failed = [c for c in counters if ".genesys_llm.completion.failed.count:" in c]
+    by_class = [c for c in counters if ".genesys_llm.completion.failed.GatewayBadRequestError.count:" in c]
+    assert len(success) == ITEMS - 1 and len(failed) == 1 and len(by_class) == 1, counters
