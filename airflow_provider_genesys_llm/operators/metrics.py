@@ -25,6 +25,7 @@ from ..client import CompletionResult
 PREFIX = "genesys_llm.completion"
 GATEWAY_CHECK = "genesys_llm.gateway_check"
 TRANSCRIPTS = "genesys_llm.transcripts"
+CONVERSATION_JOB = "genesys_llm.conversation_job_check"
 
 
 class Metric(NamedTuple):
@@ -43,7 +44,7 @@ METRICS: dict[str, Metric] = {
         "counter", f"{_COMPLETION_TAGS}, error_class", "completions that failed after their retries"
     ),
     f"{PREFIX}.failed.<ErrorClass>.count": Metric(
-        "counter", _COMPLETION_TAGS, "failed completions by error class (e.g. `failed.GatewayStreamError.count`)"
+        "counter", _COMPLETION_TAGS, "failed completions by error class (e.g. `failed.GatewayBadRequestError.count`)"
     ),
     f"{PREFIX}.latency_ms": Metric("timer", _COMPLETION_TAGS, "whole successful completion, retries and waits included"),
     f"{PREFIX}.ttft_ms": Metric("timer", _COMPLETION_TAGS, "time to first kept token"),
@@ -55,6 +56,9 @@ METRICS: dict[str, Metric] = {
     f"{GATEWAY_CHECK}.ready.count": Metric("counter", "", "gateway sensor checks that found the gateway ready"),
     f"{GATEWAY_CHECK}.not_ready.count": Metric("counter", "", "checks that found it not ready (the sensor waits on)"),
     f"{GATEWAY_CHECK}.failed.count": Metric("counter", "error_class", "checks that failed the task"),
+    f"{CONVERSATION_JOB}.ready.count": Metric("counter", "", "conversation-job sensor checks that found the job done"),
+    f"{CONVERSATION_JOB}.not_ready.count": Metric("counter", "", "checks that found the job still running"),
+    f"{CONVERSATION_JOB}.failed.count": Metric("counter", "error_class", "checks that failed the task"),
     f"{TRANSCRIPTS}.success.count": Metric("counter", "", "transcript landing runs that stored everything"),
     f"{TRANSCRIPTS}.failed.count": Metric("counter", "error_class", "transcript landing runs that failed"),
 }
