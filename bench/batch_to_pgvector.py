@@ -194,6 +194,15 @@ class TimedSink:
         self.rows_upserted += written
         return written
 
+    def awaiting_embedding(self, ids: Iterable[str]) -> dict[str, str]:
+        with self._clocks.sink.measure():
+            return self._store.awaiting_embedding(ids)
+
+    def set_embeddings(self, vectors: Sequence[tuple[str, Any]]) -> int:
+        """Timed with ``upsert``: a result's write is its row, then its vector."""
+        with self._clocks.upsert.measure():
+            return self._store.set_embeddings(vectors)
+
     def record_failures(self, rows: Sequence[FailureRow]) -> None:
         with self._clocks.sink.measure():
             self._store.record_failures(rows)

@@ -6,6 +6,9 @@ from airflow_provider_genesys_llm.callbacks.audit import audit_task_callback
 
 #: Airflow connection of the Postgres database with pgvector (results, transcripts, audit chain).
 POSTGRES_CONN_ID = "genesys_pgvector"
+#: Airflow connection the audit records are appended through: the same database as a role that can
+#: only append (``python -m airflow_provider_genesys_llm.governance create-writer-role``).
+AUDIT_CONN_ID = "genesys_audit"
 #: Landing table of raw (PII-masked) transcripts and the table of enriched results.
 TRANSCRIPTS_TABLE = "genesys_transcripts"
 INSIGHTS_TABLE = "transcript_insights"
@@ -26,7 +29,7 @@ TRANSCRIPTS_SQL = (
     "ORDER BY conversation_start, conversation_id"
 )
 
-AUDIT_CALLBACK = audit_task_callback(POSTGRES_CONN_ID)
+AUDIT_CALLBACK = audit_task_callback(AUDIT_CONN_ID)
 
 DEFAULT_ARGS = {
     "owner": "contact-center-analytics",

@@ -16,6 +16,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from _genesys_common import (
+    AUDIT_CONN_ID,
     DEFAULT_ARGS,
     GATEWAY_POOL,
     INSIGHTS_TABLE,
@@ -78,6 +79,7 @@ with DAG(
         task_id="enrich_day",
         sql=TRANSCRIPTS_SQL,
         postgres_conn_id=POSTGRES_CONN_ID,
+        audit_conn_id=AUDIT_CONN_ID,
         table=INSIGHTS_TABLE,
         system=SYSTEM_PROMPT,
         response_format="json",

@@ -13,6 +13,7 @@ from airflow.exceptions import AirflowSkipException
 from airflow.sdk import DAG, task
 
 from _genesys_common import (
+    AUDIT_CONN_ID,
     DEFAULT_ARGS,
     GATEWAY_POOL,
     INSIGHTS_TABLE,
@@ -75,6 +76,7 @@ with DAG(
         sql=TRANSCRIPTS_SQL,
         sql_parameters=interval,
         postgres_conn_id=POSTGRES_CONN_ID,
+        audit_conn_id=AUDIT_CONN_ID,
         table=INSIGHTS_TABLE,
         system=SYSTEM_PROMPT,
         response_format="json",

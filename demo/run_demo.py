@@ -30,6 +30,8 @@ LOGICAL_DATE = (datetime.now(timezone.utc).date() - timedelta(days=2)).isoformat
 TABLE = "transcript_insights"
 TRANSCRIPTS = "genesys_transcripts"
 QUERY = "customer wants a refund for a double charge"
+#: The role the DAG's audit writes connect as (connection ``genesys_audit``): it can only append.
+AUDIT_WRITER = "genesys_audit_writer"
 
 
 def free_port() -> int:
@@ -75,6 +77,7 @@ def airflow_env(gateway: str, pg: pgserver.PostgresServer) -> dict[str, str]:
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
         "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
         "AIRFLOW_VAR_GENESYS_LLM_ID_KEY": demo_id_key(),
+        "AIRFLOW_CONN_GENESYS_AUDIT": json.dumps(postgres | {"login": AUDIT_WRITER}),
     }
 
 
@@ -143,6 +146,14 @@ def token(gateway: str) -> str:
     return answer.json()["access_token"]
 
 
+def create_audit_writer(conninfo: str) -> None:
+    """As the owner (postgres): the audit chain and a role that can only append to it (idempotent)."""
+    from airflow_provider_genesys_llm.governance.roles import create_writer_role
+
+    writer = create_writer_role(lambda: psycopg.connect(conninfo), AUDIT_WRITER)
+    print(f"audit writer role {writer.role}: appends only through {writer.function}", flush=True)
+
+
 def main() -> None:
     STATE.mkdir(exist_ok=True)
     emulator, gateway = start_emulator()
@@ -154,6 +165,7 @@ def main() -> None:
         print("preparing the Airflow metadata database ...", flush=True)
         airflow(env, "db", "migrate")
         airflow(env, "pools", "set", "genesys_llm_gateway", "4", "Genesys LLM gateway streams")
+        create_audit_writer(conninfo)
         before = counters(gateway)
         print(f"running: airflow dags test {DAG_ID} {LOGICAL_DATE}", flush=True)
         airflow(env, "dags", "test", DAG_ID, LOGICAL_DATE)

@@ -26,6 +26,7 @@ def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> d
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(genesys),
         "AIRFLOW_CONN_GENESYS_PGVECTOR": json.dumps(postgres),
+        "AIRFLOW_CONN_GENESYS_AUDIT": json.dumps(postgres),
         "AIRFLOW_VAR_GENESYS_LLM_ID_KEY": TEST_ID_KEY_TEXT,
     }
 

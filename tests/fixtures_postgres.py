@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pgserver
 import psycopg
@@ -42,14 +45,22 @@ class PgConnect:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    """pgserver started in a temporary directory and stopped at the end of the session."""
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgserver") / "pgdata", cleanup_mode="stop")
+def pg_server() -> Iterator[PgServer]:
+    """pgserver started in a directory of its own and stopped (and deleted) at the end of the session.
+
+    Not under pytest's ``tmp_path``: every pytest session on the machine resets that tree to mode
+    0700 (which locks out the postgres processes pgserver runs as another user when tests run as
+    root) and prunes old session folders (which deleted a running server's data directory under a
+    concurrent session).
+    """
+    parent = Path(tempfile.mkdtemp(prefix="genesys-pg-"))
+    server = pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
     info = server.get_postmaster_info()
     try:
         yield PgServer(socket_dir=str(info.socket_dir), port=info.port or 5432, dbname="postgres", user="postgres")
     finally:
         server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
         # pgserver's atexit hook runs again after pytest closed the captured streams; all it would
         # do is log an INFO line to a closed stream (logging then prints an error).
         logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 
 import psycopg
-import pgserver
 import pytest
 from psycopg import sql
 from pydantic import ValidationError
@@ -33,22 +30,14 @@ from airflow_provider_genesys_llm.governance.audit import (
     verify_chain,
 )
 
+from fixtures_postgres import PgServer
+
 Connect = Callable[[], psycopg.Connection]
 
 
-@pytest.fixture(scope="module")
-def conninfo() -> Iterator[str]:
-    """A throwaway Postgres for this module; pgserver listens on a Unix socket only.
-
-    Not under pytest's tmp_path: every pytest session on the machine resets that tree to mode 0700,
-    which locks out the postgres processes pgserver runs as another user when tests run as root.
-    """
-    parent = Path(tempfile.mkdtemp(prefix="genesys-audit-"))
-    server = pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    yield psycopg.conninfo.make_conninfo(host=str(info.socket_dir), port=info.port, dbname="postgres", user="postgres")
-    server.cleanup()
-    shutil.rmtree(parent, ignore_errors=True)
+@pytest.fixture
+def conninfo(pg_server: PgServer) -> str:
+    return pg_server.conninfo
 
 
 @pytest.fixture
@@ -308,3 +297,42 @@ def test_cli_resolves_an_airflow_postgres_connection(
     status = main(["verify", "--postgres-conn-id", "genesys_audit_db", "--table", table])
 
     assert (status, capsys.readouterr().out) == (0, "audit chain OK: 3 rows\n")
+
+
+def test_append_reports_the_head_it_left(store: AuditChainStore, connect: Connect, table: str) -> None:
+    assert store.last_head is None
+
+    store.append([record(0), record(1)])
+    head = store.last_head
+    store.append([])
+
+    with connect() as conn:
+        last = conn.execute(sql.SQL("SELECT seq, record_hash FROM {} ORDER BY seq DESC LIMIT 1").format(
+            sql.Identifier(table))).fetchone()
+    assert head is not None and (head.schema_name, head.table, head.seq, head.record_hash) == ("public", table, *last)
+    assert store.last_head == head
+    assert verify_chain(connect, table=table, witnesses=[head]) == ChainVerification(True, 2, witnesses_checked=1)
+
+
+def test_created_at_is_the_time_the_server_accepted_the_record(
+    store: AuditChainStore, connect: Connect, table: str
+) -> None:
+    before = datetime.now(timezone.utc)
+    store.append([record(0, created_at=datetime(2001, 9, 9, tzinfo=timezone.utc))])
+
+    with connect() as conn:
+        stored = conn.execute(sql.SQL("SELECT created_at FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    assert before - timedelta(seconds=5) <= stored <= datetime.now(timezone.utc) + timedelta(seconds=5)
+
+
+def test_chain_from_before_the_append_function_is_upgraded(
+    store: AuditChainStore, connect: Connect, table: str
+) -> None:
+    chain_of(store, 3)
+    with connect() as conn:  # a deployment whose tables predate the function
+        conn.execute(sql.SQL("DROP FUNCTION {}(jsonb)").format(sql.Identifier(f"{table}_append")))
+
+    AuditChainStore(connect, table=table).ensure_schema()
+
+    assert store.append([record(3)]) == [4]
+    assert verify_chain(connect, table=table) == ChainVerification(True, 4)

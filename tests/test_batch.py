@@ -102,7 +102,7 @@ async def test_killed_mid_batch_then_rerun_stores_each_item_exactly_once(emulato
         "BATCH_WS_URL": emulator.ws_url,
         "BATCH_CONNINFO": pg_connect.server.conninfo,
         "BATCH_SCHEMA": pg_connect.schema,
-        "PYTHONPATH": str(HERE),
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
     }
     child = subprocess.Popen([sys.executable, str(HERE / "batch_child.py")], env=env)
     try:
@@ -124,11 +124,13 @@ async def test_killed_mid_batch_then_rerun_stores_each_item_exactly_once(emulato
 
     emulator.reset()
     _, stats = await run_batch(emulator, pg_connect, make_items(600))
-    assert stats.skipped_existing == partial
+    assert stats.skipped_existing + stats.embedded_earlier == partial  # killed before embedding: awaiting rows
     assert emulator.counters()["ws_requests"] == 600 - partial
     with pg_connect() as conn:
-        rows, distinct = conn.execute("SELECT count(*), count(DISTINCT source_id) FROM results").fetchone()
-    assert rows == distinct == 600
+        rows, distinct, embedded = conn.execute(
+            "SELECT count(*), count(DISTINCT source_id), count(embedding) FROM results"
+        ).fetchone()
+    assert rows == distinct == embedded == 600
 
 
 async def test_similarity_search_finds_the_expected_neighbour(emulator, pg_connect):

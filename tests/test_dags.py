@@ -27,6 +27,12 @@ def test_dag_with_both_operators(airflow_home, emulator, pg_server):
     assert emulator.counters()["ws_requests"] == 21
     output = done.stdout + done.stderr
     assert "secret" not in output.replace("client_secret", "").replace("Client Secret", "")
+    assert "1 invalid items (not sent, recorded in the failures table): request_limit=1" in output
+
+    again = dags_test(env, "genesys_llm_operators_test", "2026-11-20")  # 1 invalid of 21: still within 0.1
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert emulator.counters()["ws_requests"] == 22  # the single completion again, no batch completion
+    assert "'skipped_existing': 20" in again.stdout + again.stderr
 
 
 def test_demo_dag_twice_second_run_sends_no_completions(airflow_home, emulator, pg_server):

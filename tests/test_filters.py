@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from airflow_provider_genesys_llm.governance.filters import (
     FilterOutcome,
     FilterPipeline,
@@ -11,6 +13,8 @@ from airflow_provider_genesys_llm.governance.filters import (
     ThinkBlockFilter,
     default_filters,
 )
+from airflow_provider_genesys_llm.governance.masking import PiiDetectedError
+from airflow_provider_genesys_llm.governance.policy import Governance
 
 
 def test_think_block_is_removed_across_lines() -> None:
@@ -63,3 +67,36 @@ def test_custom_filters_plug_in_and_run_in_order() -> None:
     pipeline = FilterPipeline([*default_filters(), Shout()])
 
     assert pipeline.apply("<think>x</think>ok") == FilterOutcome("OK", ("think_block", "shout"))
+
+
+def test_think_block_inside_a_number_keeps_its_grouping_and_inside_a_word_joins_it() -> None:
+    think = ThinkBlockFilter()
+
+    assert think.apply("card 4111 1111<think>x</think> 1111 1111") == "card 4111 1111 1111 1111"
+    assert think.apply("mail jane.doe@exa<think>x</think>\n mple.com") == "mail jane.doe@example.com"
+    assert think.apply("Done.<think>x</think>\n\nBye") == "Done.Bye"
+
+
+@dataclass(frozen=True)
+class DropMarkers:
+    """A deployment's own filter that removes inline markers, and so can join what they split."""
+
+    name: str = "drop_markers"
+
+    def apply(self, text: str) -> str:
+        return text.replace("[cite]", "")
+
+
+@pytest.mark.parametrize("policy", ["redact", "fail"])
+def test_masking_runs_after_every_filter_so_no_filter_can_reassemble_a_value(policy: str) -> None:
+    governance = Governance(output_policy=policy, filters=[*default_filters(), DropMarkers()])  # type: ignore[arg-type]
+    text = "card 4111 1111[cite] 1111 1111 and SSN 123-45-<think>x</think>6789"
+
+    if policy == "fail":
+        with pytest.raises(PiiDetectedError):
+            governance.govern_output(text)
+        return
+    governed = governance.govern_output(text)
+    assert governed.text == "card [REDACTED:CARD] and SSN [REDACTED:SSN]"
+    assert governed.masking_counts == {"CARD": 1, "SSN": 1}
+    assert governed.filters_applied == ("think_block", "drop_markers")

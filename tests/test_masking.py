@@ -7,8 +7,10 @@ import time
 
 import pytest
 
+from airflow_provider_genesys_llm.governance.detectors import BUILT_IN, DETECTOR_BACK, MAX_EXTRA_REACH, pattern_reach
+from airflow_provider_genesys_llm.governance.normalize import NORMALIZE_REACH
 from airflow_provider_genesys_llm.governance.masking import (
-    MAX_SEGMENT_CHARS,
+    STEP_CHARS,
     MaskResult,
     PiiDetectedError,
     PiiMasker,
@@ -89,8 +91,11 @@ def test_counts_every_finding() -> None:
         ({"card": r"x\d"}, "already used"),
         ({"bad name": r"x\d"}, "letters, digits and underscores"),
         ({"BROKEN": r"x(\d"}, "not a valid regular expression"),
-        ({"FLAGS": r"(?i)emp-\d+"}, "not a valid regular expression"),
-        ({"ANYTHING": r"\d*"}, "matches the empty string"),
+        ({"ANYTHING": r"\d{0,9}"}, "matches the empty string"),
+        ({"UNBOUNDED": r"EMP-\d+"}, "no bound.*instead of \\+ or \\*"),
+        ({"LONG": r"x{300}"}, f"300 characters; the limit is {MAX_EXTRA_REACH}"),
+        ({"PEEK": r"x(?=.*y)"}, "no bound"),
+        ({"BEHIND": r"(?<=a{40})x"}, "looks behind 40 characters"),
     ],
 )
 def test_bad_extra_patterns_are_refused(patterns: dict[str, str], message: str) -> None:
@@ -101,9 +106,12 @@ def test_bad_extra_patterns_are_refused(patterns: dict[str, str], message: str) 
 def test_fail_policy_names_types_and_counts_never_values() -> None:
     redactor = StreamRedactor(MASKER, "fail")
 
-    assert redactor.feed("all fine so far ") == "all fine so far "
+    prose = "all fine so far " * 40
+    emitted = redactor.feed(prose)
+    assert emitted and prose.startswith(emitted)
+    assert redactor.feed("ssn 123-45-6789 on file") == ""  # held back: not judged yet
     with pytest.raises(PiiDetectedError) as raised:
-        redactor.feed("ssn 123-45-6789 on file")
+        redactor.finish()
 
     assert "SSN=1" in str(raised.value)
     assert "6789" not in str(raised.value)
@@ -135,21 +143,22 @@ def test_card_split_over_five_frames_is_caught() -> None:
     assert redactor.counts == {"CARD": 1}
 
 
-def test_prose_is_held_back_only_to_the_last_word() -> None:
+def test_extra_patterns_with_flags_and_whitespace_work() -> None:
+    masker = PiiMasker({"flags": r"(?i)emp-\d{6}", "project": r"Project [A-Z][a-z]{1,20}"})
+
+    assert masker.mask("emp-123456 on Project Falcon").text == "[REDACTED:FLAGS] on [REDACTED:PROJECT]"
+
+
+@pytest.mark.parametrize("text", ["x" * 5000, "word " * 1000, "7" * 5000, "4111" * 1250])
+def test_hold_back_is_bounded(text: str) -> None:
     redactor = StreamRedactor(MASKER)
+    bound = STEP_CHARS + MASKER.overlap + NORMALIZE_REACH
 
-    assert redactor.feed("The refund was ") == "The refund was "
-    assert redactor.feed("approv") == ""
-    assert redactor.feed("ed today") == "approved "
-    assert redactor.finish() == "today"
-
-
-def test_hold_back_is_bounded_without_whitespace() -> None:
-    redactor = StreamRedactor(MASKER)
-
-    emitted = "".join(redactor.feed("x" * 100) for _ in range(10))
-
-    assert len(emitted) >= 1000 - MAX_SEGMENT_CHARS
+    emitted = 0
+    for fed in range(0, len(text), 7):
+        emitted += len(redactor.feed(text[fed : fed + 7]))
+        assert fed + 7 - emitted <= bound
+    assert emitted + len(redactor.finish()) == len(MASKER.mask(text).text)
 
 
 #: Prose, PII, lookalikes and a blob longer than a segment, glued in every way that matters.
@@ -166,8 +175,26 @@ FRAGMENTS = "the customer asked for a refund . , 1 22 2024-01-15 12:30 $1,234.56
     "9 9 9 9",
     "x" * 300,
     "7" * 300,
+    # spellings that only normalisation reveals, and pieces of them
+    "４１１１ １１１１ １１１１ １１１１",
+    "4111\u200b1111\u200b1111\u200b1111",
+    "\\u0034111111111111111",
+    "\\\\u0034",
+    "4111 1111\n1111 1111",
+    "123-45-\n6789",
+    "ssn: 123456789",
+    "SSN 401 22 7315",
+    "DE89 3704 0044 0532 0130 00",
+    "4155550132",
+    "order 5123456789",
+    "x@\nexample.com",
+    "555\u00a0123\u00a04567",
+    "\u2013",
+    "é’",
+    "\\n",
+    "        ",
 ]
-GLUE = [" ", " ", "", "\n", "  ", ". ", "\t"]
+GLUE = [" ", " ", "", "\n", "  ", ". ", "\t", "\\n", " \n ", "\u00a0", "\u200b"]
 
 
 def random_text(rng: random.Random) -> str:
@@ -181,7 +208,7 @@ def random_split(rng: random.Random, text: str) -> list[str]:
 
 def test_stream_equals_whole_text_masking_for_any_split() -> None:
     rng = random.Random(20240115)
-    for _ in range(1000):
+    for _ in range(1500):
         text = random_text(rng)
         redactor = StreamRedactor(MASKER)
 
@@ -207,3 +234,26 @@ def test_long_digit_runs_cost_linear_time() -> None:
     MASKER.mask("1 " * 10_000 + "a")
 
     assert time.process_time() - started < 1.0  # was about 3 s when runs backtracked group by group
+
+
+@pytest.mark.parametrize("detector", BUILT_IN, ids=[f"{d.kind}-{i}" for i, d in enumerate(BUILT_IN)])
+def test_built_in_detectors_declare_a_reach_their_pattern_keeps(detector) -> None:
+    """A pattern edited to read further than its declared reach would break stream equality."""
+    reach, behind = pattern_reach(detector.pattern.pattern)
+
+    assert reach + 2 <= detector.reach
+    assert behind <= DETECTOR_BACK
+
+
+def test_long_extra_pattern_is_found_across_every_split() -> None:
+    masker = PiiMasker({"claim": r"CLAIM-[A-Z0-9]{200,240}"})
+    value = "CLAIM-" + "AB12" * 55
+    text = "x" * 300 + value + "y" * 10 + " " + value + "." + "z" * 50
+
+    expected = masker.mask(text)
+
+    assert expected.counts == {"CLAIM": 2} and value not in expected.text
+    for size in (1, 7, 255, 256, 257):
+        redactor = StreamRedactor(masker)
+        out = "".join(redactor.feed(text[at : at + size]) for at in range(0, len(text), size)) + redactor.finish()
+        assert out == expected.text, size

@@ -302,3 +302,78 @@ def test_from_airflow_uses_the_env_connection(
         assert store.count() == 4
 
     assert query(pg_connect, "SELECT count(*) FROM results") == [(4,)]
+
+
+def test_rows_awaiting_their_embedding_are_kept_completed_and_never_searched(
+    store: PgVectorStore, pg_connect: PgConnect
+) -> None:
+    paid = [ResultRow(f"p{i}", f"paid answer {i}", None, source_id=f"s{i}") for i in range(3)]
+    assert store.upsert([*rows(2), *paid]) == 5
+    assert store.upsert(paid) == 0  # stored already: nothing rewritten
+
+    assert store.awaiting_embedding(["p0", "p1", "p2", "r0", "missing"]) == {
+        "p0": "paid answer 0", "p1": "paid answer 1", "p2": "paid answer 2"
+    }
+    assert store.existing_ids(["p0", "r0"]) == {"p0", "r0"}
+    assert {m.id for m in store.similarity_search([1.0, 0.0, 0.5], k=10)} == {"r0", "r1"}
+
+    assert store.set_embeddings([("p0", [0.0, 0.0, 1.0]), ("p1", [0.0, 1.0, 0.0]), ("r0", [9.0, 9.0, 9.0])]) == 2
+    assert store.set_embeddings([("p0", [1.0, 1.0, 1.0])]) == 0  # a stored vector is never replaced
+    assert store.awaiting_embedding(["p0", "p1", "p2"]) == {"p2": "paid answer 2"}
+    assert store.similarity_search([0.0, 0.0, 1.0], k=1)[0].id == "p0"
+    assert query(pg_connect, "SELECT embedding::text FROM results WHERE id = 'r0'") == [("[1,0,0.5]",)]
+
+    embedded = dataclasses.replace(paid[2], embedding=[0.5, 0.5, 0.0])
+    assert store.upsert([embedded]) == 1  # a complete row replaces the one awaiting its vector
+    assert store.awaiting_embedding(["p2"]) == {}
+
+
+def test_a_vector_of_the_wrong_size_changes_nothing(store: PgVectorStore) -> None:
+    store.upsert([ResultRow("p", "paid", None)])
+
+    with pytest.raises(sink.SchemaMismatchError, match=r"vector 1 of 2: the embedding has 2 dimensions"):
+        store.set_embeddings([("p", [1.0, 0.0, 0.0]), ("p", [1.0, 0.0])])
+    assert store.awaiting_embedding(["p"]) == {"p": "paid"}
+    assert not sink.SchemaMismatchError.retryable
+
+
+def test_a_table_created_before_the_awaiting_state_is_migrated(pg_connect: PgConnect) -> None:
+    with pg_connect() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(
+            "CREATE TABLE legacy (id text PRIMARY KEY, source_id text, content text, embedding vector(3) NOT NULL, "
+            "model text, prompt_id text, temperature double precision, finish_reason text, usage jsonb, "
+            "timings jsonb, request_id text, correlation_id text, dag_id text, task_id text, run_id text, "
+            "content_hash text NOT NULL, metadata jsonb, created_at timestamptz NOT NULL DEFAULT now(), "
+            "updated_at timestamptz NOT NULL DEFAULT now())"
+        )
+    with PgVectorStore(pg_connect, table="legacy", schema=pg_connect.schema, dimension=3, index="none") as store:
+        store.ensure_schema()
+        assert store.upsert([ResultRow("p", "paid", None)]) == 1
+    assert query(pg_connect, "SELECT count(*) FROM legacy WHERE embedding IS NULL") == [(1,)]
+
+
+def test_a_schema_qualified_table_name_is_refused_before_connecting() -> None:
+    def connect() -> psycopg.Connection[tuple[object, ...]]:
+        raise AssertionError("must not connect")
+
+    with pytest.raises(ValueError, match=r"pass schema='analytics', table='insights'"):
+        PgVectorStore(connect, table="analytics.insights", dimension=3)
+
+
+def test_store_errors_say_whether_a_retry_can_help(store: PgVectorStore, pg_connect: PgConnect) -> None:
+    with pg_connect() as conn:
+        conn.execute("ALTER TABLE results ADD CONSTRAINT short CHECK (length(content) < 5)")
+    with pytest.raises(PgVectorStoreError) as refused:
+        store.upsert([ResultRow("r", "too long", None)])
+    assert (refused.value.sqlstate, refused.value.retryable) == ("23514", False)
+
+    with pg_connect() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND datname = current_database() AND backend_type = 'client backend'"
+        )
+    with pytest.raises(PgVectorStoreError) as dropped:
+        store.upsert([ResultRow("r", "ok", None)])
+    assert dropped.value.retryable
+    assert store.upsert([ResultRow("r", "ok", None)]) == 1  # the store reconnects

@@ -1,10 +1,21 @@
-"""Run a batch of completions into a sink with bounded concurrency and bounded memory.
+"""Run a batch of completions into a sink with bounded concurrency, bounded memory and bounded waits.
 
 Items are read lazily in windows; each window is validated, checked against the sink (resume:
 finished ids are never sent again), and fed to a fixed pool of workers through a bounded
-queue. Results are embedded and written in chunks, one transaction each, so at most
-``chunk_size + concurrency`` results are ever held. A worker that triggers a flush waits for it,
-which is the back-pressure that keeps a slow database from filling memory.
+queue. Results are written in chunks, at most ``chunk_size + concurrency`` held at a time; a
+worker that triggers a flush waits for it, which is the back-pressure that keeps a slow database
+from filling memory.
+
+Two promises shape the flush:
+
+* Spend is never lost. A chunk's paid completions are first stored awaiting their embedding
+  (masked text, usage, no vector) together with the chunk's failures and audit records; only
+  then are they embedded and given their vectors. If embedding or the vector write fails, the
+  next attempt finds those rows ``awaiting_embedding`` and embeds them without asking the
+  gateway again.
+* A batch is one supervised unit. The producer and the workers run as tasks; the first one to
+  raise stops the others (cancelled, with a bounded grace), what is complete is stored, and the
+  batch raises that error. Every sink call and every embedding call has a time limit.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,6 +33,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayError
+from ..client.errors import GatewayAuthError, GatewayConnectionError, GatewayPermissionError
 from ..governance.audit import AuditLog, AuditRecord
 from ..governance.completion import completion_audit_record
 from ..governance.keys import IdKey
@@ -32,11 +45,23 @@ from .stats import BatchStats
 
 log = logging.getLogger(__name__)
 
+#: A surrogate code point: never valid in text that UTF-8 (and so Postgres) can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: Gateway errors that are about the batch, not the item: every other item would fail the same
+#: way (bad credentials, a missing scope, an unreachable gateway after the client's retries), so
+#: they stop the batch instead of being recorded once per item.
+BATCH_FATAL_ERRORS: tuple[type[GatewayError], ...] = (GatewayAuthError, GatewayPermissionError, GatewayConnectionError)
+
 
 class ResultSink(Protocol):
     def existing_ids(self, ids: Iterable[str]) -> set[str]: ...
 
+    def awaiting_embedding(self, ids: Iterable[str]) -> dict[str, str]: ...
+
     def upsert(self, rows: Sequence[ResultRow]) -> int: ...
+
+    def set_embeddings(self, vectors: Sequence[tuple[str, Any]]) -> int: ...
 
     def record_failures(self, rows: Sequence[FailureRow]) -> None: ...
 
@@ -54,6 +79,12 @@ class CompletionObserver(Protocol):
 
 
 Embedder = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
+
+
+class BatchTimeoutError(TimeoutError):
+    """A sink or embedding call exceeded its time limit; a later attempt may succeed."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -75,14 +106,24 @@ class BatchSettings:
     chunk_size: int = 500
     window: int = 1000
     skip_existing: bool = True
-    embed: str = "completion"  # "completion", "source" or "json:<field>"
+    #: "completion", "source" or "json:<field>"; a JSON field that is missing (or an answer that is
+    #: not JSON) falls back to the whole answer, counted in the manifest and marked in the row's metadata.
+    embed: str = "completion"
     progress_interval_seconds: float = 30.0
+    #: Limit of one database call (a chunk's write, a lookup); beyond it the batch fails.
+    sink_timeout_seconds: float = 300.0
+    #: Limit of one embedder call (a chunk's texts), retries included.
+    embed_timeout_seconds: float = 300.0
+    #: How long stopped workers get to finish cancelling before the batch gives up on them.
+    cancel_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.chunk_size < 1 or self.window < 1:
             raise ValueError("concurrency, chunk_size and window must be at least 1")
         if not (self.embed in ("completion", "source") or self.embed.startswith("json:")):
             raise ValueError(f"embed must be 'completion', 'source' or 'json:<field>', got {self.embed!r}")
+        if min(self.sink_timeout_seconds, self.embed_timeout_seconds, self.cancel_grace_seconds) <= 0:
+            raise ValueError("sink_timeout_seconds, embed_timeout_seconds and cancel_grace_seconds must be positive")
 
 
 def _windows(items: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]]:
@@ -122,6 +163,10 @@ class BatchRunner:
         self._audits: list[AuditRecord] = []
         self._results: list[tuple[PlannedCompletion, CompletionResult, GovernedOutput]] = []
         self._failures: list[FailureRow] = []
+        #: (id, embedding text) of rows an earlier attempt stored awaiting their embedding.
+        self._resumed: list[tuple[str, str]] = []
+        #: Completions still to finish per item position, so progress counts items, not completions.
+        self._open_items: dict[int, int] = {}
         self._flush_lock = asyncio.Lock()
         # The sink holds one database connection and is not thread-safe: one thread does all its I/O.
         self._sink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genesys-llm-sink")
@@ -129,61 +174,138 @@ class BatchRunner:
         self._last_progress = 0.0
 
     async def run(self, items: Iterable[Any]) -> BatchStats:
-        """Process every item; results already stored stay stored even if this raises."""
+        """Process every item; raise the first error of any worker, the embedder or the sink.
+
+        Whatever happens, completions that were paid for are stored (awaiting their embedding if
+        the batch stopped before it), unless the database itself refuses them.
+        """
         items = check_items_source(items)
         settings = self._settings
         self._started = self._last_progress = time.monotonic()
-        queue: asyncio.Queue[PlannedCompletion | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
-        workers = [asyncio.create_task(self._work(queue)) for _ in range(settings.concurrency)]
+        queue: asyncio.Queue[tuple[int, PlannedCompletion] | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
+        tasks = [asyncio.create_task(self._work(queue)) for _ in range(settings.concurrency)]
+        tasks.append(asyncio.create_task(self._produce(items, queue, settings.concurrency)))
         try:
-            for window in _windows(items, settings.window):
-                for planned in await self._plan(window):
-                    await queue.put(planned)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
+            if failed is not None:
+                raise failed.exception()  # type: ignore[misc]
+            await self._flush()
+        except BaseException:
+            await self._stop(tasks)
+            await self._salvage()
+            raise
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            try:
-                await self._flush()
-            finally:
-                self._sink_thread.shutdown(wait=True)
+            self._sink_thread.shutdown(wait=False, cancel_futures=True)
             self._progress(force=True)
+            self._report()
         return self.stats
 
-    async def _in_sink_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._sink_thread, function, *args)
+    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel the batch's tasks and give them a bounded time to end."""
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.cancel_grace_seconds)
+        if pending:
+            log.warning("%d batch tasks did not stop within %.0f s", len(pending), self._settings.cancel_grace_seconds)
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the first error is the one raised
 
-    async def _plan(self, window: list[tuple[int, Any]]) -> list[PlannedCompletion]:
-        planned: list[PlannedCompletion] = []
+    async def _salvage(self) -> None:
+        """After a failure: store what is complete (results awaiting embedding, failures, audit records).
+
+        Bounded by the sink time limit; an error here is logged, not raised, so the batch fails
+        with its first error.
+        """
+        try:
+            rows, failures, audits, _ = self._take()
+            await self._store(rows, failures, audits)
+        except Exception as exc:  # noqa: BLE001 - the original error is the one that matters
+            log.error("storing the completed part of a failed batch failed too: %s", _describe(exc))
+
+    async def _in_sink_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function`` on the sink's thread within ``sink_timeout_seconds``.
+
+        The call is submitted at once, before the first await: rows handed over here are written
+        even if the awaiting task is cancelled meanwhile.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self._sink_thread, function, *args)
+        try:
+            return await asyncio.wait_for(future, self._settings.sink_timeout_seconds)
+        except TimeoutError:
+            raise BatchTimeoutError(
+                f"database call {getattr(function, '__name__', 'sink')} took over "
+                f"{self._settings.sink_timeout_seconds:.0f} s (BatchSettings.sink_timeout_seconds)"
+            ) from None
+
+    async def _produce(self, items: Iterable[Any], queue: asyncio.Queue[tuple[int, PlannedCompletion] | None],
+                       workers: int) -> None:
+        for window in _windows(items, self._settings.window):
+            for entry in await self._plan(window):
+                await queue.put(entry)
+            if self._chunk_full():
+                await self._flush(only_if_full=True)  # invalid items and resumed rows are streamed out, never piled up
+            self._progress()
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def _plan(self, window: list[tuple[int, Any]]) -> list[tuple[int, PlannedCompletion]]:
+        planned: list[tuple[int, PlannedCompletion]] = []
         for position, raw in window:
             outcome = plan_item(raw, position, self._client.config, self._defaults, self._id_key)
             if isinstance(outcome, InvalidItem):
-                self._note_invalid(outcome)
+                self._note_invalid(outcome, position)
             else:
-                planned.extend(outcome)
+                planned.extend((position, p) for p in outcome)
+                self._open_items[position] = len(outcome)
         if self._settings.skip_existing and planned:
-            existing = await self._in_sink_thread(self._sink.existing_ids, [p.result_id for p in planned])
+            existing = await self._in_sink_thread(self._sink.existing_ids, [p.result_id for _, p in planned])
             if existing:
-                self.stats.skipped_existing += sum(1 for p in planned if p.result_id in existing)
-                planned = [p for p in planned if p.result_id not in existing]
+                awaiting = await self._in_sink_thread(self._sink.awaiting_embedding, existing)
+                for position, p in planned:
+                    if p.result_id in awaiting:
+                        self._resumed.append((p.result_id, self._embedding_text(p, awaiting[p.result_id])[0]))
+                        self.stats.embedded_earlier += 1
+                        self.stats.awaiting_embedding += 1
+                    elif p.result_id in existing:
+                        self.stats.skipped_existing += 1
+                    else:
+                        continue
+                    self._item_step(position)
+                planned = [(position, p) for position, p in planned if p.result_id not in existing]
         return planned
 
-    async def _work(self, queue: asyncio.Queue[PlannedCompletion | None]) -> None:
-        while (planned := await queue.get()) is not None:
+    def _item_step(self, position: int) -> None:
+        """One completion of the item at ``position`` has an outcome; count the item once all have."""
+        left = self._open_items[position] - 1
+        if left:
+            self._open_items[position] = left
+        else:
+            del self._open_items[position]
+            self.stats.items_done += 1
+
+    async def _work(self, queue: asyncio.Queue[tuple[int, PlannedCompletion] | None]) -> None:
+        while (entry := await queue.get()) is not None:
+            position, planned = entry
             await self._complete(planned)
-            if max(len(self._results), len(self._failures)) >= self._settings.chunk_size:
-                await self._flush()
+            self._item_step(position)
+            if self._chunk_full():
+                await self._flush(only_if_full=True)
             self._progress()
 
+    def _chunk_full(self) -> bool:
+        return max(len(self._results), len(self._failures), len(self._resumed)) >= self._settings.chunk_size
+
     async def _complete(self, planned: PlannedCompletion) -> None:
-        """One item: mask the prompt, complete, govern the output; any gateway or policy failure stays with the item."""
+        """One item: mask the prompt, complete, govern the output; a gateway or policy failure stays
+        with the item unless it is one of ``BATCH_FATAL_ERRORS``."""
         request, prompt_counts = self._governance.mask_request(planned.request)
         try:
             result = await self._client.complete(request)
             governed = self._governance.govern_output(result.text)
+        except BATCH_FATAL_ERRORS:
+            raise
         except (GatewayError, PiiDetectedError) as exc:
             attempts = getattr(exc, "attempts", None) or 1
             counts = dict(prompt_counts)
@@ -244,40 +366,114 @@ class BatchRunner:
         if result.ttft_ms is not None:
             stats.ttft_ms.add(result.ttft_ms)
 
-    async def _flush(self) -> None:
-        async with self._flush_lock:
-            results, self._results = self._results, []
-            failures, self._failures = self._failures, []
-            audits, self._audits = self._audits, []
-            if results:
-                vectors = await self._embed([self._embedding_text(p, g) for p, _, g in results])
-                rows = [self._result_row(p, r, g, v) for (p, r, g), v in zip(results, vectors, strict=True)]
-                self.stats.rows_written += await self._in_sink_thread(self._sink.upsert, rows)
-            if failures:
-                await self._in_sink_thread(self._sink.record_failures, failures)
-            if audits and self._audit is not None:
-                await self._in_sink_thread(self._audit.append, audits)
+    def _take(self) -> tuple[list[ResultRow], list[FailureRow], list[AuditRecord], list[tuple[str, str]]]:
+        """Hand over everything held: result rows (awaiting embedding), failures, audit records,
+        and (id, embedding text) of every row to embed, the resumed ones included."""
+        results, self._results = self._results, []
+        failures, self._failures = self._failures, []
+        audits, self._audits = self._audits, []
+        to_embed, self._resumed = self._resumed, []
+        rows = []
+        for planned, result, governed in results:
+            text, fallback = self._embedding_text(planned, governed.text)
+            rows.append(self._result_row(planned, result, governed, fallback))
+            to_embed.append((planned.result_id, text))
+        return rows, failures, audits, to_embed
 
-    def _embedding_text(self, planned: PlannedCompletion, governed: GovernedOutput) -> str:
+    async def _store(self, rows: list[ResultRow], failures: list[FailureRow], audits: list[AuditRecord]) -> None:
+        """Store rows (awaiting their embedding), failures and audit records; raise the first error."""
+        written, errors = await self._in_sink_thread(self._persist, rows, failures, audits)
+        if written is not None:
+            self.stats.rows_written += written
+            self.stats.awaiting_embedding += len(rows)
+        if errors:
+            raise errors[0]
+
+    def _persist(
+        self, rows: list[ResultRow], failures: list[FailureRow], audits: list[AuditRecord]
+    ) -> tuple[int | None, list[Exception]]:
+        """The writes of ``_store`` (sink thread): rows written (None if refused) and the errors.
+
+        Each write is tried even if an earlier one failed, so a refused result table cannot keep
+        the audit records of paid completions from the chain (nor the other way round).
+        """
+        errors: list[Exception] = []
+        written: int | None = 0
+        if rows:
+            try:
+                written = self._sink.upsert(rows)
+            except Exception as exc:  # noqa: BLE001 - raised by _store after the other writes
+                written = None
+                errors.append(exc)
+        for write, batch in ((self._sink.record_failures, failures), (self._append_audits, audits)):
+            if batch:
+                try:
+                    write(batch)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    errors.append(exc)
+        return written, errors
+
+    def _append_audits(self, audits: list[AuditRecord]) -> None:
+        if self._audit is not None:
+            self._audit.append(audits)
+
+    async def _flush(self, *, only_if_full: bool = False) -> None:
+        """Store what is held, then embed it: a failure of the embedder or the vector write leaves
+        the paid rows stored and awaiting their embedding.
+
+        ``only_if_full``: skip if, by the time the lock is ours, another flush took the chunk (workers
+        queue on the lock while a flush runs; without this each would write a sliver).
+        """
+        async with self._flush_lock:
+            if only_if_full and not self._chunk_full():
+                return
+            rows, failures, audits, to_embed = self._take()
+            await self._store(rows, failures, audits)
+            if not to_embed:
+                return
+            texts = [text for _, text in to_embed]
+            try:
+                vectors = await asyncio.wait_for(self._embed(texts), self._settings.embed_timeout_seconds)
+            except TimeoutError:
+                raise BatchTimeoutError(
+                    f"embedding {len(texts)} texts took over {self._settings.embed_timeout_seconds:.0f} s "
+                    "(BatchSettings.embed_timeout_seconds); the results are stored awaiting their embedding"
+                ) from None
+            pairs = [(row_id, vector) for (row_id, _), vector in zip(to_embed, vectors, strict=True)]
+            embedded = await self._in_sink_thread(self._sink.set_embeddings, pairs)
+            self.stats.embeddings_written += embedded
+            self.stats.awaiting_embedding -= len(pairs)
+
+    def _embedding_text(self, planned: PlannedCompletion, answer: str) -> tuple[str, str | None]:
+        """The text to embed and, when ``json:<field>`` fell back to the whole answer, why."""
         choice = self._settings.embed
         if choice == "source":
-            return self._governance.mask_text(planned.source_text)[0]
-        if choice.startswith("json:"):
-            try:
-                value = json.loads(governed.text)[choice[5:]]
-                return value if isinstance(value, str) else json.dumps(value)
-            except (ValueError, KeyError, TypeError):
-                self.stats.embedding_fallbacks += 1
-        return governed.text
+            return self._governance.mask_text(planned.source_text)[0], None
+        if not choice.startswith("json:"):
+            return answer, None
+        try:
+            document = json.loads(answer)
+        except (ValueError, RecursionError):
+            return self._fallback(answer, "answer is not JSON")
+        if not isinstance(document, dict) or choice[5:] not in document:
+            return self._fallback(answer, f"answer has no field {choice[5:]!r}")
+        value = document[choice[5:]]
+        return (value if isinstance(value, str) else json.dumps(value)), None
+
+    def _fallback(self, answer: str, reason: str) -> tuple[str, str]:
+        self.stats.embedding_fallbacks += 1
+        self.stats.embedding_fallback_reasons[reason] += 1
+        return answer, reason
 
     def _result_row(
-        self, planned: PlannedCompletion, result: CompletionResult, governed: GovernedOutput, vector: list[float]
+        self, planned: PlannedCompletion, result: CompletionResult, governed: GovernedOutput, fallback: str | None
     ) -> ResultRow:
+        """The row of a paid completion, stored awaiting its embedding."""
         return ResultRow(
             id=planned.result_id,
             source_id=self._masked(planned.source_id),
-            content=governed.text,
-            embedding=vector,
+            content=storable(governed.text),
+            embedding=None,
             model=result.model,
             prompt_id=result.prompt_id,
             temperature=result.temperature,
@@ -299,15 +495,16 @@ class BatchRunner:
                 **self._masked_metadata(planned.metadata),
                 "masking_counts": governed.masking_counts,
                 "filters_applied": list(governed.filters_applied),
+                **({"embedding_fallback": fallback} if fallback else {}),
             },
         )
 
-    def _note_invalid(self, invalid: InvalidItem) -> None:
-        self.stats.invalid += 1
+    def _note_invalid(self, invalid: InvalidItem, position: int) -> None:
+        reason = self._masked(invalid.reason)
+        self.stats.note_invalid(position, invalid.code, reason)
         self.stats.note_failure(self._masked(invalid.source_id))
-        self._failures.append(
-            self._failure_row(invalid.result_id, invalid.source_id, invalid.error_class, self._masked(invalid.reason), 0)
-        )
+        self.stats.items_done += 1
+        self._failures.append(self._failure_row(invalid.result_id, invalid.source_id, invalid.error_class, reason, 0))
 
     def _masked(self, text: str) -> str:
         """Free text on its way to a row, a log or XCom: ids, reasons and error messages included."""
@@ -331,7 +528,7 @@ class BatchRunner:
             id=result_id,
             source_id=self._masked(source_id),
             error_class=error_class,
-            message=message[:1000],
+            message=storable(message[:1000]),
             attempts=attempts,
             dag_id=self._context.dag_id,
             task_id=self._context.task_id,
@@ -346,20 +543,51 @@ class BatchRunner:
         stats = self.stats
         elapsed = max(now - self._started, 1e-9)
         rate = (stats.succeeded + stats.failed) / elapsed
-        total = self._total_hint
-        if total:
-            remaining = max(total - stats.processed, 0)
-            eta = f"{remaining / rate:.0f}s" if rate > 0 else "unknown"
-            done = f"{stats.processed}/{total}"
+        # Items, not completions: a temperature matrix makes several completions of one item.
+        total = max(self._total_hint or 0, stats.items_done)
+        if self._total_hint:
+            item_rate = stats.items_done / elapsed
+            eta = f"{(total - stats.items_done) / item_rate:.0f}s" if item_rate > 0 else "unknown"
+            done = f"{stats.items_done}/{total}"
         else:
-            done, eta = str(stats.processed), "unknown (lazy source)"
+            done, eta = str(stats.items_done), "unknown (lazy source)"
         log.info(
-            "batch progress: %s items done (%d succeeded, %d failed, %d invalid, %d skipped), %.1f completions/s, ETA %s",
-            done, stats.succeeded, stats.failed, stats.invalid, stats.skipped_existing, rate, eta,
+            "batch progress: %s items done (completions: %d succeeded, %d failed, %d stored before, "
+            "%d embedded from an earlier attempt; %d invalid items), %.1f completions/s, ETA %s",
+            done, stats.succeeded, stats.failed, stats.skipped_existing, stats.embedded_earlier, stats.invalid,
+            rate, eta,
         )
 
+    def _report(self) -> None:
+        """Per-reason counts of invalid items and embedding fallbacks, with the first few reasons
+        (position and reason only: never an item's text)."""
+        stats = self.stats
+        if stats.invalid:
+            counts = ", ".join(f"{code}={count}" for code, count in stats.invalid_reasons.most_common())
+            log.warning("%d invalid items (not sent, recorded in the failures table): %s; first: %s",
+                        stats.invalid, counts, " | ".join(stats.invalid_examples))
+        if stats.embedding_fallbacks:
+            log.warning("%d results embedded their whole answer instead of %s: %s", stats.embedding_fallbacks,
+                        self._settings.embed, dict(stats.embedding_fallback_reasons))
 
-__all__ = ["BatchRunner", "BatchSettings", "Embedder", "ResultSink", "RunContext"]
+
+def storable(text: str) -> str:
+    """``text`` with what Postgres text cannot hold (NUL, lone surrogates) replaced by U+FFFD.
+
+    Used on what the gateway sends back (answers, error messages): it is paid for or needed as a
+    record, so it is kept, made storable, rather than failing the chunk it is written with.
+    """
+    text = text.replace("\x00", "\ufffd")
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _describe(exc: BaseException) -> str:
+    """Class and first line of an error for the log (the message of a typed error names no row data)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+__all__ = ["BATCH_FATAL_ERRORS", "BatchRunner", "BatchSettings", "BatchTimeoutError", "Embedder", "ResultSink",
+           "RunContext", "storable"]
 
 
 def _merge(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:

@@ -14,6 +14,10 @@ RESERVOIR_SIZE = 10_000
 FAILED_IDS_IN_MANIFEST = 50
 #: Completion audit ids listed in the XCom manifest; every record is in the audit table.
 AUDIT_IDS_IN_MANIFEST = 100
+#: Invalid items quoted (position, code and reason, never their text) in the log and manifest.
+INVALID_EXAMPLES = 5
+#: Distinct invalid-reason codes counted one by one; any further codes are counted as "other".
+INVALID_CODES = 64
 
 
 class Reservoir:
@@ -45,16 +49,34 @@ class Reservoir:
 
 @dataclass
 class BatchStats:
+    """Outcome counts of one run; every completion of the input lands in exactly one of
+    ``succeeded``, ``failed``, ``skipped_existing`` or ``embedded_earlier``, every item that is
+    never sent in ``invalid``."""
+
+    #: Completions paid for in this run and stored (see ``awaiting_embedding`` for how many lack a vector).
     succeeded: int = 0
+    #: Completions the gateway or the output policy refused; recorded in the failures table.
     failed: int = 0
+    #: Items never sent (schema, limits, NUL, surrogates, bad bytes, empty prompt); failures table.
     invalid: int = 0
+    #: Completions stored with their embedding by an earlier run: not sent again.
     skipped_existing: int = 0
+    #: Completions paid for by an earlier attempt that stored them awaiting an embedding: embedded now, not sent.
+    embedded_earlier: int = 0
     rows_written: int = 0
+    #: Rows given their embedding in this run (results of this run and of earlier attempts).
+    embeddings_written: int = 0
+    #: Rows stored without an embedding so far (paid; completed by ``set_embeddings`` or the next attempt).
+    awaiting_embedding: int = 0
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_fallbacks: int = 0
+    items_done: int = 0
     failed_ids: list[str] = field(default_factory=list)
+    invalid_reasons: Counter[str] = field(default_factory=Counter)
+    invalid_examples: list[str] = field(default_factory=list)
+    embedding_fallback_reasons: Counter[str] = field(default_factory=Counter)
     masking_counts: Counter[str] = field(default_factory=Counter)
     filtered: int = 0
     audit_records: int = 0
@@ -67,13 +89,23 @@ class BatchStats:
         return self.failed + self.invalid
 
     @property
-    def processed(self) -> int:
-        return self.succeeded + self.failures + self.skipped_existing
+    def total(self) -> int:
+        """Every outcome of the run's input: the failure ratio's denominator, so a re-run of a
+        batch that passed sees the same ratio (its stored results count, as they did the first time)."""
+        return self.succeeded + self.failures + self.skipped_existing + self.embedded_earlier
 
     @property
     def failed_ratio(self) -> float:
-        attempted = self.succeeded + self.failures
-        return self.failures / attempted if attempted else 0.0
+        return self.failures / self.total if self.total else 0.0
+
+    def note_invalid(self, position: int, code: str, reason: str) -> None:
+        """Count an invalid item by reason code (bounded) and keep the first few reasons for the log."""
+        self.invalid += 1
+        if code not in self.invalid_reasons and len(self.invalid_reasons) >= INVALID_CODES:
+            code = "other"
+        self.invalid_reasons[code] += 1
+        if len(self.invalid_examples) < INVALID_EXAMPLES:
+            self.invalid_examples.append(f"item #{position} ({code}): {reason[:200]}")
 
     def note_failure(self, source_id: str) -> None:
         if len(self.failed_ids) < FAILED_IDS_IN_MANIFEST:
@@ -94,13 +126,21 @@ class BatchStats:
         """The small, XCom-safe summary: counts, tokens and latencies, never texts or vectors."""
         return {
             "counts": {
+                "total": self.total,
                 "succeeded": self.succeeded,
                 "failed": self.failed,
                 "invalid": self.invalid,
                 "skipped_existing": self.skipped_existing,
+                "embedded_earlier": self.embedded_earlier,
                 "rows_written": self.rows_written,
+                "embeddings_written": self.embeddings_written,
+                "awaiting_embedding": self.awaiting_embedding,
+                "embedding_fallbacks": self.embedding_fallbacks,
             },
             "failed_ratio": round(self.failed_ratio, 4),
+            "invalid_reasons": dict(self.invalid_reasons),
+            "invalid_examples": list(self.invalid_examples),
+            "embedding_fallback_reasons": dict(self.embedding_fallback_reasons),
             "failed_ids": list(self.failed_ids),
             "failed_ids_truncated": self.failures > len(self.failed_ids),
             "attempts": self.attempts,
@@ -115,7 +155,6 @@ class BatchStats:
                 "max": round(self.latency_ms.maximum, 3),
             },
             "ttft_ms": {"p50": self.ttft_ms.percentile(50), "p95": self.ttft_ms.percentile(95)},
-            "embedding_fallbacks": self.embedding_fallbacks,
             "masking_counts": dict(self.masking_counts),
             "outputs_filtered": self.filtered,
             "audit": {

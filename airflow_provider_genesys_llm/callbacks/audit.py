@@ -17,6 +17,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, AuditRecord, TokenUsage
+from ..governance.witness import ChainHead
 from ..sinks.pgvector import airflow_conninfo
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,27 @@ def audit_store(postgres_conn_id: str, table: str = DEFAULT_AUDIT_TABLE, schema:
 
 def write_audit_records(
     records: Sequence[AuditRecord], postgres_conn_id: str | None, table: str = DEFAULT_AUDIT_TABLE
-) -> None:
-    """Each record to the task log, and to the audit chain when a Postgres connection is given."""
+) -> ChainHead | None:
+    """Each record to the task log, and to the audit chain when a Postgres connection is given.
+
+    After an append the chain head it left is logged too (``GENESYS_AUDIT_HEAD``): a witness kept
+    outside the database, which ``verify --witness-log`` checks the chain against.
+    """
     for record in records:
         log.info("%s", AuditLog.to_log_line(record))
-    if postgres_conn_id:
-        audit_store(postgres_conn_id, table).append(records)
+    if not postgres_conn_id:
+        return None
+    store = audit_store(postgres_conn_id, table)
+    store.append(records)
+    return publish_head(store)
+
+
+def publish_head(store: AuditChainStore) -> ChainHead | None:
+    """Log the head ``store`` left with its last append; returns it for XCom and asset events."""
+    head = store.last_head
+    if head is not None:
+        log.info("%s", head.to_log_line())
+    return head
 
 
 def _status_of(context: Mapping[str, Any]) -> tuple[str, str | None]:

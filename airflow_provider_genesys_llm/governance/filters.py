@@ -23,9 +23,9 @@ class OutputFilter(Protocol):
     def apply(self, text: str) -> str: ...
 
 
-#: A reasoning block, across lines, with the whitespace after it; an unclosed one runs to the end
+#: A reasoning block, across lines, and the whitespace after it; an unclosed one runs to the end
 #: (the stream stopped mid-thought, and none of it is meant for the reader).
-THINK_BLOCK = re.compile(r"<think>.*?(?:</think>\s*|\Z)", re.DOTALL | re.IGNORECASE)
+THINK_BLOCK = re.compile(r"<think>.*?(?:</think>(?P<after>\s*)|\Z)", re.DOTALL | re.IGNORECASE)
 #: A whole line, with its line break, that carries the gateway's generation error marker.
 GENERATION_ERROR_LINE = re.compile(r"^[^\n]*\[GENERATION_ERROR\][^\n]*(?:\n|\Z)", re.MULTILINE)
 
@@ -43,10 +43,26 @@ class RegexRemovalFilter:
 
 @dataclass(frozen=True)
 class ThinkBlockFilter(RegexRemovalFilter):
-    """Removes ``<think>...</think>`` blocks, and an unterminated ``<think>`` to the end."""
+    """Removes ``<think>...</think>`` blocks, and an unterminated ``<think>`` to the end.
+
+    The whitespace after a block goes with it, except between two digits: a block cut into a
+    number keeps the number's grouping (``4111 1111<think>x</think> 1111 1111`` reads as four
+    groups, not ``4111 11111111 1111``), and one cut into a word or an address joins its two
+    halves again. Either way the masker, which runs after the filters, sees the value whole.
+    """
 
     name: str = "think_block"
     pattern: re.Pattern[str] = THINK_BLOCK
+
+    def apply(self, text: str) -> str:
+        return self.pattern.sub(_keep_digit_grouping, text)
+
+
+def _keep_digit_grouping(match: re.Match[str]) -> str:
+    after = match.group("after") or ""
+    text, start, end = match.string, match.start(), match.end()
+    between_digits = start > 0 and end < len(text) and text[start - 1].isdigit() and text[end].isdigit()
+    return after if between_digits else ""
 
 
 @dataclass(frozen=True)

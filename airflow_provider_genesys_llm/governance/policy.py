@@ -1,8 +1,11 @@
-"""The governance step of a completion: mask what leaves, then mask and filter what comes back.
+"""The governance step of a completion: mask what leaves, then filter and mask what comes back.
 
-Prompts are redacted before they are sent (always ``redact``: a prompt cannot "fail"); output
-goes through the configured masking policy first, then the safety filters, so neither a log, a
-row nor an audit record ever sees a raw value. The counts it returns are what audits record.
+Prompts are redacted before they are sent (always ``redact``: a prompt cannot "fail"). Output
+goes through the safety filters first and the masking policy last, so what is masked is exactly
+the text the reader will see: a filter that removes a ``<think>`` block from the middle of a
+value (``123-45-<think>x</think>6789``) can no longer put a masked value back together, and
+under ``fail`` a value that only appears once filtered fails the item too. Nothing runs after
+masking. The counts it returns are what audits record.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class Governance:
         return (request.model_copy(update=update) if counts else request), dict(counts)
 
     def govern_output(self, text: str) -> GovernedOutput:
-        """Mask under the output policy (``fail`` raises ``PiiDetectedError``), then filter."""
-        masked = apply_policy(self.masker, text, self.output_policy)
-        filtered = self.filters.apply(masked.text)
-        return GovernedOutput(filtered.text, dict(masked.counts), filtered.applied)
+        """Filter, then mask the result under the output policy (``fail`` raises ``PiiDetectedError``)."""
+        filtered = self.filters.apply(text)
+        masked = apply_policy(self.masker, filtered.text, self.output_policy)
+        return GovernedOutput(masked.text, dict(masked.counts), filtered.applied)

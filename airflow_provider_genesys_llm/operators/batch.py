@@ -13,10 +13,11 @@ from typing import Any, Literal
 import psycopg
 
 from airflow.sdk import BaseAsyncOperator, BaseHook, Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
-from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, record_context, task_audit_record
+from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, record_context, task_audit_record
 from ..client import GatewayClient
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
 from ..governance.filters import OutputFilter
@@ -35,7 +36,21 @@ REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id",
 
 
 class BatchFailedError(RuntimeError):
-    """More items failed than ``max_failed_ratio`` allows; everything that succeeded is stored."""
+    """More items failed than ``max_failed_ratio`` allows; everything that succeeded is stored.
+
+    ``retryable`` is False when every failure is an invalid item: a retry would find them invalid again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another try of the task may succeed: the error's own ``retryable`` when it has one
+    (gateway and sink errors do), else not for ``ValueError``/``TypeError`` (invalid configuration)."""
+    flag = getattr(exc, "retryable", None)
+    return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
 class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOperator):
@@ -150,6 +165,18 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
 
     @emits_results_asset(batch_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
+        """Run the batch; an error a retry cannot fix fails the task without Airflow's retries."""
+        try:
+            return await self._run(context)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise
+            raise AirflowFailException(
+                f"{type(exc).__name__}: {exc} (not retried: another try would fail the same way; fix the cause "
+                "and clear the task, results stored so far are kept)"
+            ) from exc
+
+    async def _run(self, context: Context) -> dict[str, Any]:
         id_key = get_id_key(self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         client = hook.get_async_client()
@@ -200,10 +227,11 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             store.close()
         if stats.failed_ratio > self.max_failed_ratio:
             raise BatchFailedError(
-                f"{stats.failures} of {stats.succeeded + stats.failures} items failed "
-                f"(ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
-                f"{stats.succeeded} results are stored in {self.schema}.{self.table} and a retry sends only "
-                f"the failed items; failures are in {self.schema}.{self.table}_failures"
+                f"{stats.failures} of {stats.total} completions and items failed ({stats.failed} failed, "
+                f"{stats.invalid} invalid; ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
+                f"{stats.total - stats.failures} results are stored in {self.schema}.{self.table} and a retry sends "
+                f"only the failed items; failures are in {self.schema}.{self.table}_failures",
+                retryable=stats.failed > 0,
             )
         return manifest
 
@@ -236,14 +264,17 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             compliance_tag=self.compliance_tag,
         )
         self.log.info("%s", AuditLog.to_log_line(record))
+        head = None
         if audit is not None:
             audit.append([record])
+            head = publish_head(audit)
         manifest = stats.manifest(
             sink_table=f"{self.schema}.{self.table}",
             asset_uri=store.asset_uri,
             run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
+            audit_head=head.to_dict() if head else None,
         )
         self.log.info("batch manifest: %s", manifest)
         ti.xcom_push(key="return_value", value=manifest)

@@ -129,7 +129,7 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
             hook.close()
         result = done.result
         observer.succeeded(result)
-        self._write_audit(completion_audit_record(
+        head = self._write_audit(completion_audit_record(
             done.sent, key=key, context=run_ids, status="success", result=result,
             masking=done.masking_counts, filters=done.output.filters_applied,
         ))
@@ -142,7 +142,9 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
             **result.model_dump(mode="json"),
             "masking_counts": done.masking_counts,
             "filters_applied": list(done.output.filters_applied),
+            "audit_head": head,
         }
 
-    def _write_audit(self, record: AuditRecord) -> None:
-        write_audit_records([record], self.audit_conn_id, self.audit_table)
+    def _write_audit(self, record: AuditRecord) -> dict[str, str | int] | None:
+        head = write_audit_records([record], self.audit_conn_id, self.audit_table)
+        return head.to_dict() if head else None

@@ -4,7 +4,16 @@ Nothing here imports Airflow at module level: ``PgVectorStore`` can be used, tes
 with a plain psycopg connection, and ``PgVectorStore.from_airflow`` is the one Airflow entry point.
 """
 
-from .pgvector import FailureRow, Location, Match, PgVectorStore, PgVectorStoreError, ResultRow, content_hash
+from .pgvector import (
+    FailureRow,
+    Location,
+    Match,
+    PgVectorStore,
+    PgVectorStoreError,
+    ResultRow,
+    SchemaMismatchError,
+    content_hash,
+)
 
 __all__ = [
     "FailureRow",
@@ -13,5 +22,6 @@ __all__ = [
     "PgVectorStore",
     "PgVectorStoreError",
     "ResultRow",
+    "SchemaMismatchError",
     "content_hash",
 ]

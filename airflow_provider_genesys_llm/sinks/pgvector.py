@@ -11,6 +11,10 @@ Design, in short:
 * Tables keep rows up to 8 kB inline and uncompressed (``toast_tuple_target``): with Postgres'
   default, a 384-d vector plus a paragraph of text already crossed the 2 kB threshold, and moving
   every vector to the TOAST table doubled the server's CPU per inserted row.
+* A row may be stored before its embedding (``embedding`` NULL, "awaiting embedding"): a paid
+  completion is written as soon as it ends, and a failing embeddings call or vector write cannot
+  lose it. ``awaiting_embedding`` finds such rows, ``set_embeddings`` completes them, and
+  ``similarity_search`` never returns them.
 * Failures go to ``{table}_failures``; a later successful upsert of the same id marks its failure
   ``resolved`` (kept, not deleted, so the table stays an audit trail of what went wrong).
 * Identifiers are always ``psycopg.sql.Identifier``; nothing logs row contents or parameters, and
@@ -65,6 +69,11 @@ _ID_BATCH = 10_000
 _UNIQUE_VIOLATION = "23505"
 #: Staging table of ``upsert``, in the session's own temporary schema (no clash between sessions).
 _STAGE = sql.Identifier("pg_temp", "pgvector_store_stage")
+#: Staging table of ``set_embeddings``.
+_VECTOR_STAGE = sql.Identifier("pg_temp", "pgvector_store_vectors")
+#: SQLSTATE classes a retry cannot fix: data exceptions, integrity constraint violations (a CHECK
+#: or trigger refusing the row), syntax/access rule errors (missing table, column, privilege).
+_PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44"})
 #: Advisory lock key ("genesys" in ASCII) that serialises concurrent ``ensure_schema`` calls:
 #: ``CREATE EXTENSION/TABLE IF NOT EXISTS`` run at the same time can fail with a unique violation.
 _SCHEMA_LOCK_KEY = 0x67656E65737973
@@ -113,7 +122,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     id text PRIMARY KEY,
     source_id text,
     content text,
-    embedding vector({dimension}) NOT NULL,
+    embedding vector({dimension}),
     model text,
     prompt_id text,
     temperature double precision,
@@ -158,11 +167,14 @@ def content_hash(content: str, model: str | None, prompt_id: str | None, tempera
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """One completion result to store; ``content_hash`` is computed when left empty."""
+    """One completion result to store; ``content_hash`` is computed when left empty.
+
+    ``embedding=None`` stores the row awaiting its embedding (see ``set_embeddings``).
+    """
 
     id: str
     content: str
-    embedding: Embedding
+    embedding: Embedding | None
     source_id: str | None = None
     model: str | None = None
     prompt_id: str | None = None
@@ -234,6 +246,17 @@ class PgVectorStoreError(RuntimeError):
         self.operation = operation
         self.table = table
         self.sqlstate = exc.sqlstate
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed: not for refused data, constraints or a wrong schema."""
+        return (self.sqlstate or "")[:2] not in _PERMANENT_SQLSTATE_CLASSES
+
+
+class SchemaMismatchError(ValueError):
+    """The table exists with another shape (embedding dimension); every write would fail, so would a retry."""
+
+    retryable = False
 
 
 class PgVectorStore:
@@ -328,7 +351,10 @@ class PgVectorStore:
                 )
             )
             cur.execute(sql.SQL(_FAILURES_DDL).format(table=self._failures))
-            self._check_dimension(cur)
+            if self._check_dimension(cur):
+                # Tables created before rows could await their embedding: a catalog-only change.
+                alter = sql.SQL("ALTER TABLE {table} ALTER COLUMN embedding DROP NOT NULL")
+                cur.execute(alter.format(table=self._table))
             if self.index == "hnsw":
                 cur.execute(self._create_index_sql(concurrently=False))
 
@@ -394,6 +420,51 @@ class PgVectorStore:
         with self._cursor("existing_ids", transaction=False) as cur:
             return set(self._stored_hashes(cur, list(dict.fromkeys(ids))))
 
+    def awaiting_embedding(self, ids: Iterable[str]) -> dict[str, str]:
+        """``{id: content}`` of the stored ``ids`` whose embedding is still missing (paid, not yet searchable)."""
+        query = sql.SQL("SELECT id, content FROM {table} WHERE id = ANY(%b) AND embedding IS NULL").format(
+            table=self._table
+        )
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, str] = {}
+        with self._cursor("awaiting_embedding", transaction=False) as cur:
+            for start in range(0, len(wanted), _ID_BATCH):
+                cur.execute(query, (wanted[start : start + _ID_BATCH],))
+                found.update(cur.fetchall())
+        return found
+
+    def set_embeddings(self, vectors: Sequence[tuple[str, Embedding]]) -> int:
+        """Complete rows awaiting their embedding, in one transaction; return how many were completed.
+
+        A row that has an embedding already (another writer finished it) is left alone. The vectors
+        are binary-COPYed into a temporary table and applied with one ``UPDATE ... FROM``.
+        """
+        if not vectors:
+            return 0
+        columns = sql.SQL("id, embedding")
+        with self._cursor("set_embeddings") as cur:
+            stage = sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
+            cur.execute(stage.format(stage=_VECTOR_STAGE, columns=columns, table=self._table))
+            copy_sql = sql.SQL("COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+                stage=_VECTOR_STAGE, columns=columns
+            )
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(["text", "bytea"])
+                for position, (row_id, embedding) in enumerate(vectors):
+                    try:
+                        copy.write_row((row_id, _encode_vector(embedding, self.dimension)))
+                    except ValueError as exc:
+                        raise SchemaMismatchError(
+                            f"set_embeddings on {self._name}: vector {position} of {len(vectors)}: {exc}"
+                        ) from None
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {table} AS stored SET embedding = staged.embedding, updated_at = now() "
+                    "FROM {stage} AS staged WHERE stored.id = staged.id AND stored.embedding IS NULL"
+                ).format(table=self._table, stage=_VECTOR_STAGE)
+            )
+            return cur.rowcount
+
     def count(self) -> int:
         """Number of stored results."""
         with self._cursor("count", transaction=False) as cur:
@@ -422,7 +493,8 @@ class PgVectorStore:
     ) -> list[Match]:
         """The ``k`` stored results nearest to ``vector`` by cosine distance.
 
-        ``filters`` are equalities (``None`` matches NULL) on ``FILTER_COLUMNS``. With the HNSW
+        Rows awaiting their embedding are never returned. ``filters`` are equalities (``None``
+        matches NULL) on ``FILTER_COLUMNS``. With the HNSW
         index they apply to the index's candidates, so a selective filter can return fewer than
         ``k`` rows (pgvector's ``hnsw.ef_search``, 40 by default, bounds the candidates).
         """
@@ -431,7 +503,7 @@ class PgVectorStore:
         conditions, values = _filter_conditions(filters or {}, self._name)
         query = sql.SQL(
             "SELECT id, source_id, content, embedding <=> %b AS distance, metadata "
-            "FROM {table}{where} ORDER BY distance LIMIT %b"
+            "FROM {table} WHERE embedding IS NOT NULL{where} ORDER BY distance LIMIT %b"
         ).format(table=self._table, where=conditions)
         with self._cursor("similarity_search", transaction=False) as cur:
             cur.execute(query, (_as_vector(vector), *values, k))
@@ -494,12 +566,18 @@ class PgVectorStore:
         """``batch`` as (rows whose id is not stored, rows stored with another content hash)."""
         stored = self._stored_hashes(cur, [row.id for row in batch])
         new = [row for row in batch if row.id not in stored]
-        changed = [row for row in batch if row.id in stored and stored[row.id] != row.content_hash]
+        changed = [
+            row for row in batch
+            if row.id in stored and stored[row.id] != row.content_hash and (stored[row.id] or row.embedding is not None)
+        ]
         return new, changed
 
     def _stored_hashes(self, cur: psycopg.Cursor[Any], ids: list[str]) -> dict[str, str]:
-        """``{id: content_hash}`` of the stored ``ids``, queried ``_ID_BATCH`` ids at a time."""
-        query = sql.SQL("SELECT id, content_hash FROM {table} WHERE id = ANY(%b)").format(table=self._table)
+        """``{id: content_hash}`` of the stored ``ids`` (``""`` for a row awaiting its embedding, so an
+        embedded row replaces it), queried ``_ID_BATCH`` ids at a time."""
+        query = sql.SQL(
+            "SELECT id, CASE WHEN embedding IS NULL THEN '' ELSE content_hash END FROM {table} WHERE id = ANY(%b)"
+        ).format(table=self._table)
         stored: dict[str, str] = {}
         for start in range(0, len(ids), _ID_BATCH):
             cur.execute(query, (ids[start : start + _ID_BATCH],))
@@ -512,10 +590,11 @@ class PgVectorStore:
             info = cur.connection.info
             return Location(info.host, info.port, info.dbname)
 
-    def _check_dimension(self, cur: psycopg.Cursor[Any]) -> None:
-        """Refuse a pre-existing table whose embeddings have another size (every upsert would fail)."""
+    def _check_dimension(self, cur: psycopg.Cursor[Any]) -> bool:
+        """Refuse a pre-existing table whose embeddings have another size (every upsert would fail);
+        return whether its embedding column is still ``NOT NULL``."""
         cur.execute(
-            "SELECT a.atttypmod FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "SELECT a.atttypmod, a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s AND a.attname = 'embedding'",
             (self.schema, self.table),
@@ -523,10 +602,11 @@ class PgVectorStore:
         row = cur.fetchone()
         if row is None or row[0] != self.dimension:
             found = "no embedding column" if row is None else f"{row[0]}-dimensional embeddings"
-            raise ValueError(
+            raise SchemaMismatchError(
                 f"{self._name} already exists with {found}, not {self.dimension}: "
                 "use another table or the matching dimension"
             )
+        return bool(row[1])
 
     def _index_is_valid(self, cur: psycopg.Cursor[Any]) -> bool | None:
         """``None`` if the index is missing, else whether Postgres considers it usable."""
@@ -569,7 +649,8 @@ class PgVectorStore:
         return sql.SQL(
             "INSERT INTO {table} AS stored ({columns}) SELECT {columns} FROM {stage} "
             "ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now() "
-            "WHERE stored.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
+            "WHERE stored.content_hash IS DISTINCT FROM EXCLUDED.content_hash "
+            "OR (stored.embedding IS NULL AND EXCLUDED.embedding IS NOT NULL)"
         ).format(
             table=self._table,
             columns=_column_list(),
@@ -596,6 +677,12 @@ def _check_options(*, table: str, schema: str, dimension: int, index: str) -> No
         )
     if not schema or len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
         raise ValueError(f"schema must be 1 to {_MAX_IDENTIFIER_BYTES} bytes, got {schema!r}")
+    if "." in table:
+        qualifier, _, name = table.rpartition(".")
+        raise ValueError(
+            f"table {table!r} contains a '.'; names are never split: to write {name!r} in schema {qualifier!r}, "
+            f"pass schema={qualifier!r}, table={name!r}"
+        )
     longest = _MAX_IDENTIFIER_BYTES - max(len(_FAILURES_SUFFIX), len(_INDEX_SUFFIX))
     if not table or len(table.encode()) > longest:
         raise ValueError(
@@ -651,7 +738,7 @@ def _result_values(row: ResultRow, dimension: int) -> tuple[object, ...]:
     return (
         row.id,
         row.content,
-        _encode_vector(row.embedding, dimension),
+        None if row.embedding is None else _encode_vector(row.embedding, dimension),
         row.source_id,
         row.model,
         row.prompt_id,
@@ -695,7 +782,7 @@ def _set_excluded(columns: Iterable[str]) -> sql.Composed:
 
 
 def _filter_conditions(filters: Mapping[str, object], name: str) -> tuple[sql.Composable, list[object]]:
-    """``WHERE`` equalities for ``filters`` (``IS NULL`` for ``None``) and their parameters."""
+    """``AND`` equalities for ``filters`` (``IS NULL`` for ``None``) and their parameters."""
     unknown = sorted(set(filters) - FILTER_COLUMNS)
     if unknown:
         raise ValueError(f"cannot filter {name} on {unknown}: known filter columns are {sorted(FILTER_COLUMNS)}")
@@ -705,7 +792,7 @@ def _filter_conditions(filters: Mapping[str, object], name: str) -> tuple[sql.Co
         sql.SQL("{} IS NULL" if value is None else "{} = %s").format(sql.Identifier(column))
         for column, value in filters.items()
     )
-    return sql.SQL(" WHERE ") + conditions, [value for value in filters.values() if value is not None]
+    return sql.SQL(" AND ") + conditions, [value for value in filters.values() if value is not None]
 
 
 def _fetch_value(cur: psycopg.Cursor[Any]) -> Any:

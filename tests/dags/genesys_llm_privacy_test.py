@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, Variable, task
+from airflow.sdk import DAG, task
 
 from airflow_provider_genesys_llm.callbacks.audit import audit_task_callback
 from airflow_provider_genesys_llm.client import TokenEvent
@@ -23,12 +24,27 @@ from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompleti
 from airflow_provider_genesys_llm.operators.completion import GenesysLLMCompletionOperator
 from airflow_provider_genesys_llm.sensors.gateway import GenesysLLMGatewaySensor
 
-#: The test sets two Variables (environment): ``privacy_note`` (all PII texts in one string) and
-#: ``privacy_texts`` (a JSON list), and ``privacy_dir`` where the items file goes. Nothing raw is
-#: in this file, so the serialized DAG holds none.
-NOTE = "{{ var.value.privacy_note }}"
+#: The test writes the PII texts (a JSON list) to the file named by this environment variable.
+#: Nothing raw is in this file, so the serialized DAG holds none; the texts reach templates through
+#: a macro, not a Variable (Airflow logs the values of Variables it masks at DEBUG).
+TEXTS_FILE = "GENESYS_PRIVACY_TEXTS_FILE"
+NOTE = "{{ privacy_note() }}"
 
-with DAG(dag_id="genesys_llm_privacy_test", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")) as dag:
+
+def privacy_texts() -> list[str]:
+    return json.loads(Path(os.environ[TEXTS_FILE]).read_text(encoding="utf-8"))
+
+
+def privacy_note() -> str:
+    return " | ".join(privacy_texts())
+
+
+with DAG(
+    dag_id="genesys_llm_privacy_test",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    user_defined_macros={"privacy_note": privacy_note},
+) as dag:
     sensor = GenesysLLMGatewaySensor(
         task_id="probe_gateway", probe=True, probe_prompt=f"Say OK. {NOTE}", poke_interval=1, timeout=60
     )
@@ -36,10 +52,9 @@ with DAG(dag_id="genesys_llm_privacy_test", schedule=None, start_date=pendulum.d
     @task
     def transcripts() -> str:
         """Items as a landing task hands them on, a JSON-lines file: PII in ids, text and metadata."""
-        texts = json.loads(Variable.get("privacy_texts"))
-        path = Path(Variable.get("privacy_dir"), "items.jsonl")
+        path = Path(os.environ[TEXTS_FILE]).with_name("items.jsonl")
         with path.open("w", encoding="utf-8") as handle:
-            for number, text in enumerate(texts):
+            for number, text in enumerate(privacy_texts()):
                 item = {"id": f"case-{number}-{text}"[:500], "text": f"Customer said: {text}",
                         "metadata": {"caller": text, "number": number}}
                 handle.write(json.dumps(item) + "\n")
@@ -66,7 +81,7 @@ with DAG(dag_id="genesys_llm_privacy_test", schedule=None, start_date=pendulum.d
     @task
     def hook_with_pii() -> dict[str, str]:
         """The hook used directly: governed by default, sync and streaming."""
-        note = Variable.get("privacy_note")
+        note = privacy_note()
         hook = GenesysLLMHook()
         try:
             whole = hook.complete([{"role": "user", "content": f"Summarise: {note}"}])
