@@ -108,7 +108,8 @@ def test_downstream_dag_scheduled_on_the_results_asset_reads_what_changed(pipeli
     assert extra["rows_written"] == written and extra["rows_failed"] == failed and extra["rows_skipped"] == 0
     assert extra["tokens"] == {"prompt": prompt, "completion": completion, "total": prompt + completion}
     assert extra["model"] == "genesys-llm-v2" and extra["table"] == f"public.{TABLE}"
-    assert extra["audit_head"] == {"seq": head_seq, "record_hash": head_hash}
+    assert extra["audit_head"] == {"schema": "public", "table": "genesys_llm_audit", "seq": head_seq,
+                                   "record_hash": head_hash}
     assert extra["cost"] is None  # no [genesys_llm] prices configured: no guessed cost
 
 

@@ -79,8 +79,14 @@ def _db_error(exc: psycopg.Error) -> HTTPException:
     return HTTPException(status_code=503, detail=f"database query failed: {primary}")
 
 
-def _skipped(settings: Settings, table: TableName, dag_id: str, run_id: str | None) -> int | None:
-    """Items skipped as already stored, from the batch operator's asset events in Airflow's database."""
+#: Most asset events one request reads (newest first).
+MAX_EVENTS = 10_000
+
+
+def _asset_extras(
+    settings: Settings, tables: Sequence[TableName], dag_id: str | None = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The ``extra`` of the operators' asset events for ``tables``, newest first, from Airflow's database."""
     from sqlalchemy import select
 
     from airflow.models.asset import AssetEvent, AssetModel
@@ -88,19 +94,36 @@ def _skipped(settings: Settings, table: TableName, dag_id: str, run_id: str | No
 
     from ..operators.assets import results_asset
 
-    uri = results_asset(table.table, table.schema, settings.postgres_conn_id).uri
-    query = (
-        select(AssetEvent.extra)
-        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-        .where(AssetModel.uri == uri, AssetEvent.source_dag_id == dag_id)
-    )
+    uris = [results_asset(table.table, table.schema, settings.postgres_conn_id).uri for table in tables]
+    query = select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(AssetModel.uri.in_(uris))
+    if dag_id is not None:
+        query = query.where(AssetEvent.source_dag_id == dag_id)
     if run_id is not None:
         query = query.where(AssetEvent.source_run_id == run_id)
     with create_session() as session:
-        extras = session.scalars(query.limit(10_000)).all()
-    if not extras:
-        return None
-    return sum(int((extra or {}).get("rows_skipped") or 0) for extra in extras)
+        return [extra or {} for extra in session.scalars(query.order_by(AssetEvent.id.desc()).limit(MAX_EVENTS))]
+
+
+def _skipped(settings: Settings, table: TableName, dag_id: str, run_id: str | None) -> int | None:
+    """Items skipped as already stored, from the batch operator's asset events (``None``: no event yet)."""
+    extras = _asset_extras(settings, [table], dag_id, run_id)
+    return sum(int(extra.get("rows_skipped") or 0) for extra in extras) if extras else None
+
+
+def _witnesses(settings: Settings) -> tuple[list[Any], int]:
+    """Chain heads the tasks published in their asset events, and how many events carried an unreadable one."""
+    from pydantic import ValidationError
+
+    from ..governance.witness import ChainHead
+
+    heads, unreadable = [], 0
+    for extra in _asset_extras(settings, settings.results_tables):
+        if extra.get("audit_head"):
+            try:
+                heads.append(ChainHead.model_validate(extra["audit_head"]))
+            except ValidationError:
+                unreadable += 1
+    return heads, unreadable
 
 
 def create_app() -> FastAPI:
@@ -166,15 +189,19 @@ def create_app() -> FastAPI:
 
     @app.get("/api/audit/verify")
     def verify(user: User, settings: Config) -> dict[str, Any]:
-        """Recompute the whole chain now (it reads every row: on demand only)."""
+        """Recompute the whole chain now (it reads every row: on demand only), checking it against the
+        heads the tasks witnessed in their asset events, which the database role cannot rewrite."""
         from ..governance.audit import verify_chain
 
+        witnesses, unreadable = _witnesses(settings)
         connect = _connect(settings, dict_rows=False)
+        table = settings.audit_table
         try:
-            outcome = verify_chain(connect, table=settings.audit_table.table, schema=settings.audit_table.schema)
+            outcome = verify_chain(connect, table=table.table, schema=table.schema, witnesses=witnesses)
         except psycopg.Error as exc:
             raise _db_error(exc) from None
-        return {"ok": outcome.ok, "rows_checked": outcome.rows_checked,
+        return {"ok": outcome.ok and not unreadable, "rows_checked": outcome.rows_checked,
+                "witnesses_checked": outcome.witnesses_checked, "witnesses_unreadable": unreadable,
                 "first_bad_seq": outcome.first_bad_seq, "problem": outcome.problem}
 
     @app.get("/api/search")

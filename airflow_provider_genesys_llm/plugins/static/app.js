@@ -124,7 +124,10 @@ async function verify() {
   out.textContent = "verifying…";
   try {
     const v = await api("audit/verify");
-    out.textContent = v.ok ? `chain OK (${fmt(v.rows_checked)} rows)` : `BROKEN at seq ${v.first_bad_seq}: ${v.problem}`;
+    const witnessed = `${fmt(v.witnesses_checked)} witnessed heads`;
+    out.textContent = v.ok
+      ? `chain OK (${fmt(v.rows_checked)} rows, ${witnessed})`
+      : `BROKEN at seq ${v.first_bad_seq ?? "?"}: ${v.problem ?? `${v.witnesses_unreadable} unreadable witnessed heads`}`;
   } catch (error) { out.textContent = error.message; }
 }
 
