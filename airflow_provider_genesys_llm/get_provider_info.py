@@ -19,8 +19,13 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 
 
 def _option(description: str, default: str | None, example: str | None = None) -> dict[str, Any]:
-    return {"description": description, "version_added": "0.1.0", "type": "string", "example": example,
-            "default": default}
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": example,
+        "default": default,
+    }
 
 
 #: ``[genesys_llm]``: what the UI plugin reads (plugins/settings.py holds the same defaults).
@@ -33,7 +38,8 @@ _PLUGIN_CONFIG = {
             "audit_table": _option("The audit hash chain table.", "genesys_llm_audit"),
             "search_conn_id": _option("genesys_llm connection that embeds search queries.", "genesys_llm_default"),
             "prices": _option(
-                "JSON prices per model; without it no cost is shown.", None,
+                "JSON prices per model; without it no cost is shown.",
+                None,
                 '{"genesys-llm-v2": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}',
             ),
             "currency": _option("Label printed next to costs.", "USD"),
@@ -112,9 +118,16 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "transport": {
                         "label": "Transport",
-                        "schema": {"type": ["string", "null"], "enum": ["websocket", "sse", None], "default": "websocket"},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["websocket", "sse", None],
+                            "default": "websocket",
+                        },
                     },
-                    "model": {"label": "Default model", "schema": {"type": ["string", "null"], "default": "genesys-llm-v2"}},
+                    "model": {
+                        "label": "Default model",
+                        "schema": {"type": ["string", "null"], "default": "genesys-llm-v2"},
+                    },
                     "max_concurrency": {
                         "label": "Max concurrent streams",
                         "schema": {"type": ["integer", "null"], "default": 10},
@@ -127,7 +140,10 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Timeout per attempt (s)",
                         "schema": {"type": ["number", "null"], "default": 300},
                     },
-                    "verify_ssl": {"label": "Verify TLS certificates", "schema": {"type": ["boolean", "null"], "default": True}},
+                    "verify_ssl": {
+                        "label": "Verify TLS certificates",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "host"],

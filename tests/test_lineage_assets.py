@@ -49,7 +49,9 @@ def drain(sock: socket.socket) -> list[str]:
 def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict[str, object]:
     work = tmp_path_factory.mktemp("assets")
     items = work / "items.jsonl"
-    items.write_text("".join(json.dumps({"id": f"a{n}", "text": f"ticket {n}: refund please"}) + "\n" for n in range(ITEMS)))
+    items.write_text(
+        "".join(json.dumps({"id": f"a{n}", "text": f"ticket {n}: refund please"}) + "\n" for n in range(ITEMS))
+    )
     lineage = work / "openlineage.jsonl"
     statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     statsd.bind(("127.0.0.1", 0))
@@ -77,7 +79,8 @@ def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict
     airflow(env, "scheduler", "-n", "2")
     with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
         runs = db.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered' ORDER BY id DESC", (DOWNSTREAM,)
+            "SELECT run_id FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered' ORDER BY id DESC",
+            (DOWNSTREAM,),
         ).fetchall()
         (enrich_run,) = db.execute(
             "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (ENRICH,)
@@ -86,7 +89,8 @@ def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict
     airflow(env, "tasks", "test", DOWNSTREAM, "read_event", runs[0][0])
     with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
         (read,) = db.execute(
-            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'read_event' AND key = 'return_value'",
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'read_event'"
+            " AND key = 'return_value'",
             (DOWNSTREAM, runs[0][0]),
         ).fetchone()
     return {"read": json.loads(read), "enrich_run": enrich_run, "lineage": lineage, "statsd": packets}
@@ -100,7 +104,8 @@ def test_downstream_dag_scheduled_on_the_results_asset_reads_what_changed(pipeli
     with psycopg.connect(pg_server.conninfo) as conn:
         written, prompt, completion = conn.execute(
             f"SELECT count(*), sum((usage->>'prompt_tokens')::int), sum((usage->>'completion_tokens')::int) "
-            f"FROM {TABLE} WHERE run_id = %s", (run_id,)
+            f"FROM {TABLE} WHERE run_id = %s",
+            (run_id,),
         ).fetchone()
         (failed,) = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE run_id = %s", (run_id,)).fetchone()
         head_seq, head_hash = conn.execute("SELECT seq, record_hash FROM genesys_llm_audit_head").fetchone()
@@ -108,8 +113,12 @@ def test_downstream_dag_scheduled_on_the_results_asset_reads_what_changed(pipeli
     assert extra["rows_written"] == written and extra["rows_failed"] == failed and extra["rows_skipped"] == 0
     assert extra["tokens"] == {"prompt": prompt, "completion": completion, "total": prompt + completion}
     assert extra["model"] == "genesys-llm-v2" and extra["table"] == f"public.{TABLE}"
-    assert extra["audit_head"] == {"schema": "public", "table": "genesys_llm_audit", "seq": head_seq,
-                                   "record_hash": head_hash}
+    assert extra["audit_head"] == {
+        "schema": "public",
+        "table": "genesys_llm_audit",
+        "seq": head_seq,
+        "record_hash": head_hash,
+    }
     assert extra["cost"] is None  # no [genesys_llm] prices configured: no guessed cost
 
 

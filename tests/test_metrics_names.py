@@ -32,9 +32,16 @@ def test_statsd_capture_tells_ready_not_ready_and_failed_checks_apart(emulator):
     statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     statsd.bind(("127.0.0.1", 0))
     statsd.settimeout(0.5)
-    connection = {"conn_type": "genesys_llm", "login": "id", "password": "secret",
-                  "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-                            "stream_base_url": emulator.ws_url}}
+    connection = {
+        "conn_type": "genesys_llm",
+        "login": "id",
+        "password": "secret",
+        "extra": {
+            "api_base_url": emulator.base_url,
+            "login_base_url": emulator.base_url,
+            "stream_base_url": emulator.ws_url,
+        },
+    }
     env = {
         **os.environ,
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(connection),
@@ -44,8 +51,9 @@ def test_statsd_capture_tells_ready_not_ready_and_failed_checks_apart(emulator):
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.getsockname()[1]),
     }
     try:
-        done = subprocess.run([sys.executable, str(HERE / "metrics_child.py")], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(HERE / "metrics_child.py")], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         packets: list[str] = []
         try:

@@ -68,7 +68,10 @@ def browser_page(tmp_path, request) -> Iterator[object]:
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1800},
         )
         try:
@@ -95,15 +98,22 @@ def db_figures(conninfo: str, run_id: str) -> dict[str, object]:
     with psycopg.connect(conninfo) as conn:
         completions, prompt, completion = conn.execute(
             f"SELECT count(*), sum((usage->>'prompt_tokens')::int), sum((usage->>'completion_tokens')::int) "
-            f"FROM {TABLE} WHERE dag_id = 'genesys_llm_demo' AND run_id = %s", (run_id,)
+            f"FROM {TABLE} WHERE dag_id = 'genesys_llm_demo' AND run_id = %s",
+            (run_id,),
         ).fetchone()
         failures = conn.execute(
             f"SELECT error_class, count(*) FROM {TABLE}_failures WHERE dag_id = 'genesys_llm_demo' AND run_id = %s "
-            "GROUP BY error_class", (run_id,)
+            "GROUP BY error_class",
+            (run_id,),
         ).fetchall()
         head = conn.execute("SELECT seq FROM genesys_llm_audit_head").fetchone()
-    return {"completions": completions, "prompt": prompt, "completion": completion,
-            "failures": dict(failures), "head_seq": head[0]}
+    return {
+        "completions": completions,
+        "prompt": prompt,
+        "completion": completion,
+        "failures": dict(failures),
+        "head_seq": head[0],
+    }
 
 
 def fmt(number: float) -> str:
@@ -149,7 +159,9 @@ def test_page_shows_the_tables_figures_charts_audit_and_search(server, demo_run,
     assert page.get_by_test_id("audit-head").text_content().startswith(f"seq {expected['head_seq']} ")
     assert page.locator("[data-testid=audit-records] tbody tr").count() > 0
     page.click("#verify")
-    page.wait_for_function("() => document.querySelector('[data-testid=verify-result]').textContent.startsWith('chain')")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=verify-result]').textContent.startsWith('chain')"
+    )
     verdict = page.get_by_test_id("verify-result").text_content()
     assert re.fullmatch(r"chain OK \(\d+ rows, [1-9]\d* witnessed heads\)", verdict), verdict
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -204,15 +216,20 @@ def get(server: ApiServer, path: str, token: str | None = None) -> tuple[int, di
 
 def token_for(server: ApiServer) -> str:
     body = json.dumps({"username": server.user, "password": server.password}).encode()
-    request = urllib.request.Request(server.base_url + "/auth/token", data=body,
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        server.base_url + "/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())["access_token"]
 
 
 def test_api_refuses_anonymous_forged_and_out_of_bounds_requests(server):
-    for path in ("/genesys-llm/api/summary?dag_id=genesys_llm_demo", "/genesys-llm/api/search?q=refund",
-                 "/genesys-llm/api/audit/verify", "/genesys-llm/api/runs"):
+    for path in (
+        "/genesys-llm/api/summary?dag_id=genesys_llm_demo",
+        "/genesys-llm/api/search?q=refund",
+        "/genesys-llm/api/audit/verify",
+        "/genesys-llm/api/runs",
+    ):
         assert get(server, path)[0] == 401, path
         assert get(server, path, token="forged.jwt.token")[0] in (401, 403), path
     with urllib.request.urlopen(server.base_url + "/genesys-llm/", timeout=30) as answer:  # sent to the login page

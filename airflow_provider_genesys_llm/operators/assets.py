@@ -95,7 +95,8 @@ Extra = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
 def emits_results_asset(
     extra: Extra,
 ) -> Callable[[Callable[[Any, Any], Awaitable[_R]]], Callable[[Any, Any], Awaitable[_R]]]:
-    """Decorate an operator's ``aexecute``: on success, attach ``extra(operator, returned)`` to its table's asset event."""
+    """Decorate an operator's ``aexecute``: on success, attach ``extra(operator, returned)`` to its table's
+    asset event."""
 
     def decorate(aexecute: Callable[[Any, Any], Awaitable[_R]]) -> Callable[[Any, Any], Awaitable[_R]]:
         @functools.wraps(aexecute)

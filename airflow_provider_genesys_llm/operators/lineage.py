@@ -25,8 +25,17 @@ from .assets import SUMMARY_ATTRIBUTE
 
 FACET_NAME = "genesysLlm"
 _FACET_FIELDS = (
-    "model", "prompt_id", "prompt_version", "tokens", "cost", "currency",
-    "rows_written", "rows_skipped", "rows_failed", "conversations", "transcripts",
+    "model",
+    "prompt_id",
+    "prompt_version",
+    "tokens",
+    "cost",
+    "currency",
+    "rows_written",
+    "rows_skipped",
+    "rows_failed",
+    "conversations",
+    "transcripts",
 )
 
 
@@ -61,7 +70,9 @@ def postgres_dataset(conn_id: str, schema: str, table: str) -> Any:
     conn = BaseHook.get_connection(conn_id)
     host = conn.host or "localhost"
     host = "localhost" if host.startswith(("/", "@")) else host
-    return Dataset(namespace=f"postgres://{host}:{conn.port or 5432}", name=f"{conn.schema or 'postgres'}.{schema}.{table}")
+    return Dataset(
+        namespace=f"postgres://{host}:{conn.port or 5432}", name=f"{conn.schema or 'postgres'}.{schema}.{table}"
+    )
 
 
 def _sql_inputs(conn_id: str, query: str) -> list[Any]:

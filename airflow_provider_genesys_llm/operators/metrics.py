@@ -46,7 +46,9 @@ METRICS: dict[str, Metric] = {
     f"{PREFIX}.failed.<ErrorClass>.count": Metric(
         "counter", _COMPLETION_TAGS, "failed completions by error class (e.g. `failed.GatewayBadRequestError.count`)"
     ),
-    f"{PREFIX}.latency_ms": Metric("timer", _COMPLETION_TAGS, "whole successful completion, retries and waits included"),
+    f"{PREFIX}.latency_ms": Metric(
+        "timer", _COMPLETION_TAGS, "whole successful completion, retries and waits included"
+    ),
     f"{PREFIX}.ttft_ms": Metric("timer", _COMPLETION_TAGS, "time to first kept token"),
     f"{PREFIX}.rate_limit_wait_ms": Metric("timer", _COMPLETION_TAGS, "client-side rate-limit wait"),
     f"{PREFIX}.tokens_per_second": Metric("gauge", _COMPLETION_TAGS, "completion tokens over the final attempt"),

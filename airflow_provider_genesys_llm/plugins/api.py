@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-
-from airflow.api_fastapi.core_api.security import get_user
 
 from . import queries
 from .settings import Settings, SettingsError, TableName, load_settings
@@ -87,15 +86,16 @@ def _asset_extras(
     settings: Settings, tables: Sequence[TableName], dag_id: str | None = None, run_id: str | None = None
 ) -> list[dict[str, Any]]:
     """The ``extra`` of the operators' asset events for ``tables``, newest first, from Airflow's database."""
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     from ..operators.assets import results_asset
 
     uris = [results_asset(table.table, table.schema, settings.postgres_conn_id).uri for table in tables]
-    query = select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(AssetModel.uri.in_(uris))
+    query = (
+        select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(AssetModel.uri.in_(uris))
+    )
     if dag_id is not None:
         query = query.where(AssetEvent.source_dag_id == dag_id)
     if run_id is not None:
@@ -200,9 +200,14 @@ def create_app() -> FastAPI:
             outcome = verify_chain(connect, table=table.table, schema=table.schema, witnesses=witnesses)
         except psycopg.Error as exc:
             raise _db_error(exc) from None
-        return {"ok": outcome.ok and not unreadable, "rows_checked": outcome.rows_checked,
-                "witnesses_checked": outcome.witnesses_checked, "witnesses_unreadable": unreadable,
-                "first_bad_seq": outcome.first_bad_seq, "problem": outcome.problem}
+        return {
+            "ok": outcome.ok and not unreadable,
+            "rows_checked": outcome.rows_checked,
+            "witnesses_checked": outcome.witnesses_checked,
+            "witnesses_unreadable": unreadable,
+            "first_bad_seq": outcome.first_bad_seq,
+            "problem": outcome.problem,
+        }
 
     @app.get("/api/search")
     def search(
@@ -218,8 +223,11 @@ def create_app() -> FastAPI:
             matches = queries.search(_connect(settings), chosen, vector, sorted(_readable_dags(user)), k)
         except psycopg.Error as exc:
             raise _db_error(exc) from None
-        return {"table": str(chosen), "distance": "cosine distance (0 = same direction; lower is closer)",
-                "matches": matches}
+        return {
+            "table": str(chosen),
+            "distance": "cosine distance (0 = same direction; lower is closer)",
+            "matches": matches,
+        }
 
     return app
 

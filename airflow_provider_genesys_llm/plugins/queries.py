@@ -74,7 +74,8 @@ def summary(connect: Connect, table: TableName, dag_id: str, run_id: str | None,
         " percentile_cont(0.95) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float8) AS latency_p95,"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'ttft_ms')::float8) AS ttft_p50,"
         " percentile_cont(0.95) WITHIN GROUP (ORDER BY (timings->>'ttft_ms')::float8) AS ttft_p95,"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'tokens_per_second')::float8) AS tokens_per_second_p50,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'tokens_per_second')::float8)"
+        " AS tokens_per_second_p50,"
         " avg((timings->>'tokens_per_second')::float8) AS tokens_per_second_avg"
         " FROM {results} WHERE {scope}"
     ).format(results=results, scope=scope)
@@ -116,7 +117,11 @@ def summary(connect: Connect, table: TableName, dag_id: str, run_id: str | None,
 
 
 def _histogram(
-    conn: psycopg.Connection[dict[str, Any]], results: sql.Identifier, key: str, scope: sql.Composable, params: list[Any]
+    conn: psycopg.Connection[dict[str, Any]],
+    results: sql.Identifier,
+    key: str,
+    scope: sql.Composable,
+    params: list[Any],
 ) -> dict[str, Any]:
     """``HISTOGRAM_BINS`` equal-width bins between the smallest and largest value, empty bins included."""
     query = sql.SQL(

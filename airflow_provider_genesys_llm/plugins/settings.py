@@ -56,7 +56,9 @@ class TableName:
         schema = schema or "public"
         for part in (schema, table):
             if not _IDENTIFIER.match(part):
-                raise SettingsError(f"[{SECTION}] {key}: {text.strip()!r} is not a [schema.]table name of plain identifiers")
+                raise SettingsError(
+                    f"[{SECTION}] {key}: {text.strip()!r} is not a [schema.]table name of plain identifiers"
+                )
         return cls(schema, table)
 
     def __str__(self) -> str:
@@ -107,7 +109,9 @@ def load_settings() -> Settings:
     def get(key: str, default: str) -> str:
         return str(conf.get(SECTION, key, fallback=default) or default)
 
-    tables = tuple(TableName.parse(name) for name in get("results_tables", DEFAULT_RESULTS_TABLES).split(",") if name.strip())
+    tables = tuple(
+        TableName.parse(name) for name in get("results_tables", DEFAULT_RESULTS_TABLES).split(",") if name.strip()
+    )
     return Settings(
         postgres_conn_id=get("postgres_conn_id", DEFAULT_POSTGRES_CONN_ID),
         results_tables=tables,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import pendulum
-
 from airflow.sdk import DAG, task
 
 from airflow_provider_genesys_llm.operators.assets import results_asset
