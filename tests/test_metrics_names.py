@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_hook import connection_json
+
 from airflow_provider_genesys_llm.operators.metrics import GATEWAY_CHECK, METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -32,16 +34,7 @@ def test_statsd_capture_tells_ready_not_ready_and_failed_checks_apart(emulator):
     statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     statsd.bind(("127.0.0.1", 0))
     statsd.settimeout(0.5)
-    connection = {
-        "conn_type": "genesys_llm",
-        "login": "id",
-        "password": "secret",
-        "extra": {
-            "api_base_url": emulator.base_url,
-            "login_base_url": emulator.base_url,
-            "stream_base_url": emulator.ws_url,
-        },
-    }
+    connection = json.loads(connection_json(emulator))
     env = {
         **os.environ,
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(connection),

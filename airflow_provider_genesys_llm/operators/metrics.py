@@ -13,9 +13,10 @@ transcripts operator per run (``count_outcomes``). ``METRICS`` is the documented
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.observability.stats import Stats
@@ -110,6 +111,16 @@ def _done(value: Any) -> bool:
     return bool(getattr(value, "is_done", value))
 
 
+@contextlib.contextmanager
+def _failures_counted(prefix: str) -> Iterator[None]:
+    """Count an exception leaving the block as ``failed`` (with its class) and let it propagate unchanged."""
+    try:
+        yield
+    except BaseException as exc:
+        count_failure(prefix, type(exc).__name__)
+        raise
+
+
 def count_outcomes(prefix: str, *, poke: bool = False) -> Callable[[_F], _F]:
     """Decorate an ``execute``/``aexecute``/``poke`` so each call counts as one outcome.
 
@@ -122,30 +133,24 @@ def count_outcomes(prefix: str, *, poke: bool = False) -> Callable[[_F], _F]:
             return "success"
         return "ready" if _done(value) else "not_ready"
 
+    def done(value: Any) -> Any:
+        Stats.incr(f"{prefix}.{outcome(value)}.count")
+        return value
+
     def decorate(func: _F) -> _F:
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    value = await func(*args, **kwargs)
-                except BaseException as exc:
-                    count_failure(prefix, type(exc).__name__)
-                    raise
-                Stats.incr(f"{prefix}.{outcome(value)}.count")
-                return value
+                with _failures_counted(prefix):
+                    return done(await func(*args, **kwargs))
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                value = func(*args, **kwargs)
-            except BaseException as exc:
-                count_failure(prefix, type(exc).__name__)
-                raise
-            Stats.incr(f"{prefix}.{outcome(value)}.count")
-            return value
+            with _failures_counted(prefix):
+                return done(func(*args, **kwargs))
 
         return wrapper  # type: ignore[return-value]
 

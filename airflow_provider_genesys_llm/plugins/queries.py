@@ -56,9 +56,8 @@ def runs(connect: Connect, table: TableName, dag_ids: Sequence[str], limit: int 
         " SELECT dag_id, run_id, 1 AS ok, 0 AS bad, created_at AS at FROM {results}"
         " UNION ALL SELECT dag_id, run_id, 0, 1, failed_at FROM {failures}) AS rows"
         " WHERE dag_id = ANY(%s) GROUP BY dag_id, run_id ORDER BY last_at DESC LIMIT %s"
-    ).format(results=_ident(table), failures=_ident(table, "_failures"))
-    with connect() as conn:
-        return [_jsonable(row) for row in conn.execute(query, (list(dag_ids), limit))]
+    )
+    return _fetch(connect, table, query, (list(dag_ids), limit))
 
 
 def summary(connect: Connect, table: TableName, dag_id: str, run_id: str | None, settings: Settings) -> dict[str, Any]:
@@ -154,9 +153,8 @@ def trends(connect: Connect, table: TableName, dag_ids: Sequence[str], days: int
         "  FROM {failures} WHERE failed_at >= now() - make_interval(days => %s) AND dag_id = ANY(%s) GROUP BY 1, 2)"
         " SELECT ok.*, coalesce(bad.failures, 0) AS failures FROM ok"
         " LEFT JOIN bad USING (day, dag_id) ORDER BY day, dag_id, model"
-    ).format(results=_ident(table), failures=_ident(table, "_failures"))
-    with connect() as conn:
-        return [_jsonable(row) for row in conn.execute(query, (days, list(dag_ids), days, list(dag_ids)))]
+    )
+    return _fetch(connect, table, query, (days, list(dag_ids), days, list(dag_ids)))
 
 
 def audit(connect: Connect, table: TableName, dag_id: str, run_id: str | None) -> dict[str, Any]:
@@ -191,6 +189,13 @@ def search(
 
         register_vector(conn)
         return [_jsonable(row) for row in conn.execute(query, (Vector(list(vector)), list(dag_ids), k))]
+
+
+def _fetch(connect: Connect, table: TableName, query: sql.SQL, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of ``query`` with ``{results}`` and ``{failures}`` naming ``table`` and its failures table."""
+    statement = query.format(results=_ident(table), failures=_ident(table, "_failures"))
+    with connect() as conn:
+        return [_jsonable(row) for row in conn.execute(statement, params)]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
