@@ -72,7 +72,7 @@ def browser_page(tmp_path, request) -> Iterator[object]:
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1800},
+            viewport={"width": 1400, "height": 1100},
         )
         try:
             page = context.new_page()
@@ -177,7 +177,21 @@ def test_page_shows_the_tables_figures_charts_audit_and_search(server, demo_run,
     assert cells[1] == expected_source
     assert abs(float(cells[2]) - expected_distance) < 1e-3
     assert "cosine distance" in page.locator("[data-testid=search-results] thead").text_content()
-    page.screenshot(path=str(ARTIFACTS / "ui-plugin.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-plugin-page.png"), full_page=True)
+
+    # The same page inside Airflow's own UI: the plugin's nav entry opens it at /plugin/genesys-llm.
+    page.goto(server.base_url + "/plugin/genesys-llm")
+    frame = page.frame_locator("iframe")
+    frame.locator("body[data-loaded=true]").wait_for()
+    frame.locator("#dag").select_option("genesys_llm_demo")
+    frame.locator("#run").select_option(run_id)
+    expect_text = fmt(expected["completions"])
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('iframe')].some(f => f.contentDocument?.querySelector("
+        "'[data-testid=completions]')?.textContent === text)",
+        arg=expect_text,
+    )
+    page.screenshot(path=str(ARTIFACTS / "ui-plugin.png"))
     if os.environ.get("GENESYS_UPDATE_DOCS_IMG"):
         shutil.copy(ARTIFACTS / "ui-plugin.png", ROOT / "docs" / "img" / "ui-plugin.png")
 

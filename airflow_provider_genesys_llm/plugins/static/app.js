@@ -115,7 +115,7 @@ async function loadTrends() {
   }
   const palette = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6"];
   draw("trend-chart", "bar", days, [...series].map(([label, byDay], i) => ({
-    label, data: days.map((day) => byDay.get(day) ?? 0), backgroundColor: palette[i % palette.length],
+    label, data: days.map((day) => byDay.get(day) ?? 0), backgroundColor: palette[i % palette.length], maxBarThickness: 48,
   })));
 }
 
