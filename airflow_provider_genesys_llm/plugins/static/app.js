@@ -5,11 +5,16 @@
 const $ = (id) => document.getElementById(id);
 const charts = {};
 const fmt = (value, digits = 0) =>
-  value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
+  value === null || value === undefined
+    ? "–"
+    : Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
 
 async function api(path, params = {}) {
-  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined));
-  const response = await fetch(`api/${path}?${query}`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  const given = Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined);
+  const response = await fetch(`api/${path}?${new URLSearchParams(given)}`, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json" },
+  });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(`${path}: ${response.status} ${body.detail ?? ""}`);
   return body;
@@ -71,7 +76,8 @@ async function loadRuns() {
 
 function fillRuns() {
   $("run").replaceChildren();
-  fillSelect($("run"), [["", "all runs"], ...(runsByDag.get($("dag").value) ?? []).map((r) => [r.run_id, r.run_id])], false);
+  const runs = (runsByDag.get($("dag").value) ?? []).map((r) => [r.run_id, r.run_id]);
+  fillSelect($("run"), [["", "all runs"], ...runs], false);
 }
 
 async function loadSummary() {
@@ -100,7 +106,8 @@ async function loadSummary() {
   document.querySelector('[data-testid="audit-head"]').textContent =
     audit.head ? `seq ${audit.head.seq} · ${audit.head.record_hash}` : "no chain yet";
   rows(document.querySelector('[data-testid="audit-records"] tbody'), audit.records, (r) => [
-    [r.seq, true], [r.kind], [r.status], [r.task_id], [r.model], [r.total_tokens, true], [r.error_class], [r.created_at],
+    [r.seq, true], [r.kind], [r.status], [r.task_id], [r.model], [r.total_tokens, true], [r.error_class],
+    [r.created_at],
   ]);
 }
 
@@ -115,7 +122,10 @@ async function loadTrends() {
   }
   const palette = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6"];
   draw("trend-chart", "bar", days, [...series].map(([label, byDay], i) => ({
-    label, data: days.map((day) => byDay.get(day) ?? 0), backgroundColor: palette[i % palette.length], maxBarThickness: 48,
+    label,
+    data: days.map((day) => byDay.get(day) ?? 0),
+    backgroundColor: palette[i % palette.length],
+    maxBarThickness: 48,
   })));
 }
 
@@ -127,7 +137,7 @@ async function verify() {
     const witnessed = `${fmt(v.witnesses_checked)} witnessed heads`;
     out.textContent = v.ok
       ? `chain OK (${fmt(v.rows_checked)} rows, ${witnessed})`
-      : `BROKEN at seq ${v.first_bad_seq ?? "?"}: ${v.problem ?? `${v.witnesses_unreadable} unreadable witnessed heads`}`;
+      : `BROKEN at seq ${v.first_bad_seq ?? "?"}: ${v.problem ?? `${v.witnesses_unreadable} unreadable heads`}`;
   } catch (error) { out.textContent = error.message; }
 }
 
@@ -138,7 +148,8 @@ async function search(event) {
   try {
     const result = await api("search", { table: $("table").value, q, k: 5 });
     rows(document.querySelector('[data-testid="search-results"] tbody'), result.matches, (m, i) => [
-      [i + 1, true], [m.source_id], [Number(m.cosine_distance).toFixed(4), true], [`${m.dag_id} / ${m.run_id}`], [m.content],
+      [i + 1, true], [m.source_id], [Number(m.cosine_distance).toFixed(4), true], [`${m.dag_id} / ${m.run_id}`],
+      [m.content],
     ]);
     setStatus("");
   } catch (error) { setStatus(error.message); }
