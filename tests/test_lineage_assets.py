@@ -148,3 +148,81 @@ def test_statsd_gets_success_and_failed_counters_by_name_from_the_dag_run(pipeli
     failed = [c for c in counters if ".genesys_llm.completion.failed.count:" in c]
     by_class = [c for c in counters if ".genesys_llm.completion.failed.GatewayBadRequestError.count:" in c]
     assert len(success) == ITEMS - 1 and len(failed) == 1 and len(by_class) == 1, counters
+
+
+MANIFEST = {
+    "counts": {"succeeded": 3, "failed": 1, "invalid": 1, "skipped_existing": 7, "rows_written": 3},
+    "tokens": {"prompt": 1000, "completion": 2000, "total": 3000},
+    "task_audit": {"model": "genesys-llm-v2"},
+    "audit_head": {"schema": "public", "table": "genesys_llm_audit", "seq": 12, "record_hash": "ab" * 32},
+}
+
+
+def batch_operator(table: str):
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    return GenesysLLMBatchCompletionOperator(
+        task_id="enrich", items=[], table=table, postgres_conn_id="genesys_pgvector", prompt_id="triage-v3"
+    )
+
+
+async def finish(operator, returned=MANIFEST, error: Exception | None = None):
+    """An ``aexecute`` with the operators' decorator, ending as told; returns the run's outlet events."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from airflow_provider_genesys_llm.operators.assets import batch_extra, emits_results_asset
+
+    @emits_results_asset(batch_extra)
+    async def aexecute(self, context):
+        if error is not None:
+            raise error
+        return returned
+
+    events = OutletEventAccessors()
+    if error is None:
+        await aexecute(operator, {"outlet_events": events})
+    else:
+        with pytest.raises(type(error)):
+            await aexecute(operator, {"outlet_events": events})
+    return events
+
+
+async def test_literal_table_event_carries_counts_tokens_cost_prompt_and_head(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW__GENESYS_LLM__PRICES", '{"genesys-llm-v2": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}'
+    )
+    operator = batch_operator("insights")
+    asset = results_asset("insights", postgres_conn_id="genesys_pgvector")
+    assert operator.outlets == [asset]  # declared at parse time, without a connection lookup
+    extra = (await finish(operator))[asset].extra
+    assert extra == {
+        "table": "public.insights",
+        "rows_written": 3,
+        "rows_skipped": 7,
+        "rows_failed": 2,
+        "model": "genesys-llm-v2",
+        "prompt_id": "triage-v3",
+        "prompt_version": None,
+        "tokens": MANIFEST["tokens"],
+        "cost": 3.5,
+        "audit_head": MANIFEST["audit_head"],
+    }
+
+
+async def test_templated_table_emits_through_the_alias_for_the_rendered_table():
+    from airflow.sdk import AssetAlias
+
+    from airflow_provider_genesys_llm.operators.assets import RESULTS_ALIAS
+
+    operator = batch_operator("insights_{{ ds_nodash }}")
+    assert operator.outlets == [AssetAlias(RESULTS_ALIAS)]
+    operator.table = "insights_20261124"  # what rendering does before aexecute
+    (event,) = (await finish(operator))[AssetAlias(RESULTS_ALIAS)].asset_alias_events
+    assert event.dest_asset_key.uri == results_asset("insights_20261124", postgres_conn_id="genesys_pgvector").uri
+    assert event.extra["rows_written"] == 3 and event.extra["cost"] is None  # no prices configured
+
+
+async def test_a_failed_run_emits_no_event_extra():
+    operator = batch_operator("insights")
+    events = await finish(operator, error=RuntimeError("gateway down"))
+    assert events[results_asset("insights", postgres_conn_id="genesys_pgvector")].extra == {}
