@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -94,11 +94,13 @@ Extra = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
 
 def emits_results_asset(
     extra: Extra,
-) -> Callable[[Callable[[Any, Any], Awaitable[_R]]], Callable[[Any, Any], Awaitable[_R]]]:
+) -> Callable[[Callable[[Any, Any], Coroutine[Any, Any, _R]]], Callable[[Any, Any], Coroutine[Any, Any, _R]]]:
     """Decorate an operator's ``aexecute``: on success, attach ``extra(operator, returned)`` to its table's
     asset event."""
 
-    def decorate(aexecute: Callable[[Any, Any], Awaitable[_R]]) -> Callable[[Any, Any], Awaitable[_R]]:
+    def decorate(
+        aexecute: Callable[[Any, Any], Coroutine[Any, Any, _R]],
+    ) -> Callable[[Any, Any], Coroutine[Any, Any, _R]]:
         @functools.wraps(aexecute)
         async def wrapper(self: Any, context: Any) -> _R:
             returned = await aexecute(self, context)

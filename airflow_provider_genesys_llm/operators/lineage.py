@@ -45,7 +45,7 @@ def _facet_class() -> type:
     from openlineage.client.generated.base import RunFacet
 
     @attr.define
-    class GenesysLlmRunFacet(RunFacet):  # type: ignore[misc]
+    class GenesysLlmRunFacet(RunFacet):
         """What the run asked of the gateway and what it stored: counts, tokens and cost."""
 
         model: str | None = None

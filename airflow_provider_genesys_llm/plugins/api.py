@@ -191,7 +191,7 @@ def create_app() -> FastAPI:
     def verify(user: User, settings: Config) -> dict[str, Any]:
         """Recompute the whole chain now (it reads every row: on demand only), checking it against the
         heads the tasks witnessed in their asset events, which the database role cannot rewrite."""
-        from ..governance.audit import verify_chain
+        from ..governance.chain import verify_chain
 
         witnesses, unreadable = _witnesses(settings)
         connect = _connect(settings, dict_rows=False)

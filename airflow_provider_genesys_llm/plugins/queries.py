@@ -9,7 +9,6 @@ restricted to the DAG ids the user may read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -23,7 +22,7 @@ STATEMENT_TIMEOUT_MS = 15_000
 HISTOGRAM_BINS = 20
 MESSAGES_PER_CLASS = 3
 AUDIT_ROWS = 20
-Connect = Callable[[], AbstractContextManager[psycopg.Connection[dict[str, Any]]]]
+Connect = Callable[[], psycopg.Connection[Any]]
 
 
 def read_only_connect(conninfo: str, *, dict_rows: bool = True) -> Connect:
@@ -32,7 +31,7 @@ def read_only_connect(conninfo: str, *, dict_rows: bool = True) -> Connect:
     options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
     factory: dict[str, Any] = {"row_factory": dict_row} if dict_rows else {}
 
-    def connect() -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+    def connect() -> psycopg.Connection[Any]:
         return psycopg.connect(conninfo, options=options, connect_timeout=10, **factory)
 
     return connect
