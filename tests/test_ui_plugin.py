@@ -29,6 +29,7 @@ PRICES = {"genesys-llm-v2": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}
 #: Screenshots land here (CI keeps the folder as the test's artifacts).
 ARTIFACTS = Path(os.environ.get("GENESYS_TEST_ARTIFACTS", ROOT / ".test-artifacts"))
 WAIT_MS = 30_000
+SEARCH = "/genesys-llm/api/search"
 
 #: On a developer machine without the browser the test skips (`make chromium` installs it); in CI
 #: (.ci/run installs it) a missing browser is a failure, not a skip.
@@ -77,9 +78,13 @@ def browser_page(tmp_path, request) -> Iterator[object]:
         try:
             page = context.new_page()
             page.set_default_timeout(WAIT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda message: message.type == "error" and errors.append(message.text))
             yield page
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"), full_page=True)
+            assert errors == [], f"the page reported errors: {errors}"
         finally:
             context.close()
 
@@ -167,7 +172,9 @@ def test_page_shows_the_tables_figures_charts_audit_and_search(server, demo_run,
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     # Search: the page's first match is the table's nearest row to the same query embedding.
-    query = "customer was charged twice and wants a refund"
+    # A customer's e-mail typed into the box: masked before it is embedded, and never in a URL or a log.
+    email = "dana.whitfield@example.com"
+    query = f"customer {email} was charged twice and wants a refund"
     page.fill("#query", query)
     page.click("#search-form button")
     first = page.locator("[data-testid=search-results] tbody tr").first
@@ -177,6 +184,7 @@ def test_page_shows_the_tables_figures_charts_audit_and_search(server, demo_run,
     assert cells[1] == expected_source
     assert abs(float(cells[2]) - expected_distance) < 1e-3
     assert "cosine distance" in page.locator("[data-testid=search-results] thead").text_content()
+    assert email not in server.log_path.read_text(errors="replace")
     page.screenshot(path=str(ARTIFACTS / "ui-plugin-page.png"), full_page=True)
 
     # The same page inside Airflow's own UI: the plugin's nav entry opens it at /plugin/genesys-llm.
@@ -217,8 +225,10 @@ def nearest(conninfo: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
     return source_id, distance
 
 
-def get(server: ApiServer, path: str, token: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(server.base_url + path)
+def get(server: ApiServer, path: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict]:
+    """GET ``path``, or POST ``body`` as JSON to it; returns the status and the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.base_url + path, data=data, headers={"Content-Type": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -240,12 +250,12 @@ def token_for(server: ApiServer) -> str:
 def test_api_refuses_anonymous_forged_and_out_of_bounds_requests(server):
     for path in (
         "/genesys-llm/api/summary?dag_id=genesys_llm_demo",
-        "/genesys-llm/api/search?q=refund",
         "/genesys-llm/api/audit/verify",
         "/genesys-llm/api/runs",
     ):
         assert get(server, path)[0] == 401, path
         assert get(server, path, token="forged.jwt.token")[0] in (401, 403), path
+    assert get(server, SEARCH, body={"q": "refund"})[0] == 401
     with urllib.request.urlopen(server.base_url + "/genesys-llm/", timeout=30) as answer:  # sent to the login page
         assert "/auth/login" in answer.url
 
@@ -258,9 +268,9 @@ def test_api_refuses_anonymous_forged_and_out_of_bounds_requests(server):
     status, body = get(server, "/genesys-llm/api/summary?dag_id=not_a_dag_here", token)
     assert status == 404
     assert get(server, "/genesys-llm/api/audit?dag_id=not_a_dag_here", token)[0] == 404
-    assert get(server, f"/genesys-llm/api/search?q={'x' * 2001}", token)[0] == 422
+    for body in ({"q": "x" * 2001}, {"q": ""}, {"q": "refund", "k": 51}, {"q": "refund", "sql": "DROP TABLE x"}):
+        assert get(server, SEARCH, token, body)[0] == 422, body
     assert get(server, "/genesys-llm/api/trends?days=0", token)[0] == 422
-    assert get(server, "/genesys-llm/api/search?q=refund&k=51", token)[0] == 422
 
 
 def test_read_only_connections_refuse_writes(pg_server):

@@ -18,6 +18,7 @@ from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import queries
 from .settings import Settings, SettingsError, TableName, load_settings
@@ -28,6 +29,14 @@ STATIC = Path(__file__).with_name("static")
 MAX_DAYS = 366
 MAX_K = 50
 MAX_QUERY_CHARS = 2000
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=5, ge=1, le=MAX_K)
+    table: str | None = None
 
 
 def _settings() -> Settings:
@@ -209,18 +218,14 @@ def create_app() -> FastAPI:
             "problem": outcome.problem,
         }
 
-    @app.get("/api/search")
-    def search(
-        user: User,
-        settings: Config,
-        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
-        table: str | None = None,
-    ) -> dict[str, Any]:
-        chosen = _table(settings, table)
-        vector = _embed(settings, q)
+    @app.post("/api/search")
+    def search(user: User, settings: Config, request: SearchRequest) -> dict[str, Any]:
+        """POST, not GET: the query is free text a user may type a customer's details into, and the API
+        server's access log records query strings."""
+        chosen = _table(settings, request.table)
+        vector = _embed(settings, request.q)
         try:
-            matches = queries.search(_connect(settings), chosen, vector, sorted(_readable_dags(user)), k)
+            matches = queries.search(_connect(settings), chosen, vector, sorted(_readable_dags(user)), request.k)
         except psycopg.Error as exc:
             raise _db_error(exc) from None
         return {

@@ -9,11 +9,13 @@ const fmt = (value, digits = 0) =>
     ? "–"
     : Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
 
-async function api(path, params = {}) {
+async function api(path, params = {}, payload = undefined) {
   const given = Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined);
   const response = await fetch(`api/${path}?${new URLSearchParams(given)}`, {
+    method: payload === undefined ? "GET" : "POST",
     credentials: "same-origin",
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: payload === undefined ? undefined : JSON.stringify(payload),
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(`${path}: ${response.status} ${body.detail ?? ""}`);
@@ -146,7 +148,8 @@ async function search(event) {
   const q = $("query").value.trim();
   if (!q) return;
   try {
-    const result = await api("search", { table: $("table").value, q, k: 5 });
+    // POST: the query text stays out of URLs and the API server's access log.
+    const result = await api("search", {}, { table: $("table").value, q, k: 5 });
     rows(document.querySelector('[data-testid="search-results"] tbody'), result.matches, (m, i) => [
       [i + 1, true], [m.source_id], [Number(m.cosine_distance).toFixed(4), true], [`${m.dag_id} / ${m.run_id}`],
       [m.content],
