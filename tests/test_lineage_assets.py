@@ -9,7 +9,10 @@ the triggering event's extra. Each figure in the extra is checked against the ta
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -28,12 +31,25 @@ ENRICH, DOWNSTREAM, TABLE = "genesys_llm_assets_enrich", "genesys_llm_assets_dow
 ITEMS = 6
 
 
-def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=timeout
+def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """``airflow *args`` in its own process group, killed whole if it outlives ``timeout`` (the scheduler
+    starts children of its own); returns its output."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
-    assert done.returncode == 0, f"airflow {' '.join(args)}:\n{(done.stdout + done.stderr)[-4000:]}"
-    return done
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind
+        process.wait(timeout=30)
+    assert process.returncode == 0, f"airflow {' '.join(args)}:\n{output[-4000:]}"
+    return output
 
 
 def drain(sock: socket.socket) -> list[str]:
