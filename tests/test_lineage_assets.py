@@ -242,3 +242,47 @@ async def test_a_failed_run_emits_no_event_extra():
     operator = batch_operator("insights")
     events = await finish(operator, error=RuntimeError("gateway down"))
     assert events[results_asset("insights", postgres_conn_id="genesys_pgvector")].extra == {}
+
+
+def test_lineage_of_a_sql_source_names_the_tables_it_reads(monkeypatch):
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+    from airflow_provider_genesys_llm.operators.lineage import FACET_NAME
+
+    source = {"conn_type": "postgres", "host": "db.internal", "port": 5433, "schema": "contact", "login": "reader"}
+    monkeypatch.setenv("AIRFLOW_CONN_SOURCE_DB", json.dumps(source))
+    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_PGVECTOR", json.dumps({**source, "host": "/run/pg", "schema": "vec"}))
+    operator = GenesysLLMBatchCompletionOperator(
+        task_id="enrich",
+        sql="SELECT t.id, t.text FROM landing.transcripts t JOIN queues q ON q.id = t.queue_id WHERE t.day = %(day)s",
+        source_conn_id="source_db",
+        postgres_conn_id="genesys_pgvector",
+        table="insights",
+    )
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert sorted((d.namespace, d.name) for d in lineage.inputs) == [
+        ("postgres://db.internal:5433", "contact.landing.transcripts"),
+        ("postgres://db.internal:5433", "contact.public.queues"),
+    ]
+    # A Unix-socket host is named localhost, as the asset and OpenLineage's own Postgres naming do.
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("postgres://localhost:5433", "vec.public.insights")]
+    assert lineage.run_facets[FACET_NAME].rows_written is None  # no run finished: nothing claimed
+
+
+def test_lineage_of_the_transcripts_operator(monkeypatch):
+    from airflow_provider_genesys_llm.operators.assets import SUMMARY_ATTRIBUTE, transcripts_extra
+    from airflow_provider_genesys_llm.operators.lineage import FACET_NAME
+    from airflow_provider_genesys_llm.operators.transcripts import GenesysTranscriptsToPostgresOperator
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GENESYS_PGVECTOR", json.dumps({"conn_type": "postgres", "host": "pg", "schema": "cc"})
+    )
+    operator = GenesysTranscriptsToPostgresOperator(task_id="land", postgres_conn_id="genesys_pgvector")
+    summary = {"conversations": 12, "transcripts": 30, "rows_written": 30, "without_transcript": 2, "job_id": "j-1"}
+    setattr(operator, SUMMARY_ATTRIBUTE, transcripts_extra(operator, summary))
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        ("genesys-cloud://genesys_llm_default", "conversations.transcripts")
+    ]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("postgres://pg:5432", "cc.public.genesys_transcripts")]
+    facet = lineage.run_facets[FACET_NAME]
+    assert (facet.rows_written, facet.conversations, facet.transcripts) == (30, 12, 30)

@@ -3,7 +3,7 @@
 The OpenLineage provider calls the operator's method after a successful run. Each event carries:
 
 * the input dataset: the JSONL file (namespace ``file``), the tables a ``sql`` source reads
-  (parsed with openlineage-sql, namespace of ``source_conn_id``), or Genesys Cloud's conversation
+  (parsed with openlineage-sql, namespace of ``source_conn_id``; unqualified names are read as ``public``), or Genesys Cloud's conversation
   transcripts for the transcripts operator; inline ``items`` have no dataset;
 * the output dataset: the Postgres table, named as OpenLineage names Postgres tables
   (``postgres://host:port``, ``database.schema.table``);
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -75,10 +76,15 @@ def postgres_dataset(conn_id: str, schema: str, table: str) -> Any:
     )
 
 
+#: psycopg's placeholders (``%s``, ``%(name)s``) stand for values, never for tables; the SQL parser
+#: refuses them, so they are read as ``NULL`` for lineage only.
+_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s")
+
+
 def _sql_inputs(conn_id: str, query: str) -> list[Any]:
     from openlineage_sql import parse
 
-    parsed = parse([query])
+    parsed = parse([_PLACEHOLDER.sub("NULL", query).replace("%%", "%")], dialect="postgres")
     if parsed is None:
         return []
     return [postgres_dataset(conn_id, t.schema or "public", t.name) for t in parsed.in_tables]
