@@ -3,8 +3,9 @@
 The OpenLineage provider calls the operator's method after a successful run. Each event carries:
 
 * the input dataset: the JSONL file (namespace ``file``), the tables a ``sql`` source reads
-  (parsed with openlineage-sql, namespace of ``source_conn_id``; unqualified names are read as ``public``), or Genesys Cloud's conversation
-  transcripts for the transcripts operator; inline ``items`` have no dataset;
+  (parsed with openlineage-sql, namespace of ``source_conn_id``; unqualified names are read as
+  ``public``), or Genesys Cloud's conversation transcripts for the transcripts operator; inline
+  ``items`` have no dataset;
 * the output dataset: the Postgres table, named as OpenLineage names Postgres tables
   (``postgres://host:port``, ``database.schema.table``);
 * the run facet ``genesysLlm``: model, prompt, token usage, cost (when prices are configured) and
