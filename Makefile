@@ -10,7 +10,7 @@ UV_VERSION := 0.13.9
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test]"
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test,lint]"
 	touch $@
 
 test: $(VENV)/.installed

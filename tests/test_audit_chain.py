@@ -26,10 +26,10 @@ from airflow_provider_genesys_llm.governance.audit import (
     ChainVerification,
     Timings,
     TokenUsage,
-    prompt_sha256,
     verify_chain,
 )
 
+from batch_items import TEST_ID_KEY
 from fixtures_postgres import PgServer
 
 Connect = Callable[[], psycopg.Connection]
@@ -67,7 +67,7 @@ def record(index: int = 0, **changes: object) -> AuditRecord:
         "map_index": index,
         "try_number": 1,
         "model": "genesys-llm-large",
-        "prompt_sha256": prompt_sha256([{"role": "user", "content": f"case {index}"}]),
+        "prompt_hmac": TEST_ID_KEY.digest("prompt", f"case {index}"),
         "parameters": {"temperature": 0.2, "max_tokens": 256, "transport": "websocket"},
         "usage": TokenUsage(prompt_tokens=40, completion_tokens=60, total_tokens=100),
         # -0.0 comes back from jsonb as 0.0: the chain must not take that for tampering.
@@ -126,18 +126,6 @@ def test_record_refuses_free_text_and_naive_times() -> None:
         AuditRecord(kind="completion", status="success", parameters={"messages": [{"content": "hi"}]})
     with pytest.raises(ValidationError, match="timezone-aware"):
         AuditRecord(kind="completion", status="success", created_at=datetime(2025, 1, 1))
-
-
-def test_prompt_hash_is_canonical() -> None:
-    messages = [{"role": "user", "content": "Summarise case 7"}]
-
-    reordered = [{"content": "Summarise case 7", "role": "user"}]
-
-    same = prompt_sha256(messages, "Be brief.", "p-1", {"b": "2", "a": "1"})
-
-    assert same == prompt_sha256(reordered, "Be brief.", "p-1", {"a": "1", "b": "2"})
-    assert same != prompt_sha256(messages, "Be brief!", "p-1", {"a": "1", "b": "2"})
-    assert prompt_sha256(None, None, None, None) == prompt_sha256([], None, None, {})
 
 
 def test_log_line_is_one_line_of_compact_json_that_parses_back() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import socket
 import time
 import tracemalloc
 from datetime import datetime
@@ -23,12 +24,16 @@ from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings
 from airflow_provider_genesys_llm.client import GatewayClient
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.errors import (
+    AnswerTooLargeError,
     GatewayAuthError,
     GatewayBadRequestError,
+    GatewayCircuitOpenError,
+    GatewayConnectionError,
+    GatewayProtocolError,
     GatewayUnavailableError,
 )
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore
-from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_retryable
+from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_transient
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError
 from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
 from test_batch import gateway_config, table_count
@@ -141,7 +146,7 @@ async def test_an_embedding_of_the_wrong_size_fails_the_batch_and_keeps_the_resu
     items = make_items(20)
     with pytest.raises(SchemaMismatchError, match="3 dimensions, the table stores 384"):
         await run(emulator, pg_connect, items, embedder=short_vectors)
-    assert not is_retryable(SchemaMismatchError("x"))
+    assert not is_transient(SchemaMismatchError("x"))
     paid = scalar(pg_connect, "SELECT count(*) FROM results")
     assert paid >= 10
     await rerun_completes_paid_rows_without_the_gateway(emulator, pg_connect, items, paid)
@@ -185,13 +190,17 @@ async def test_rerun_of_a_batch_that_passed_passes_and_sends_nothing(emulator, p
 
 
 def test_only_invalid_failures_are_not_retried() -> None:
-    assert is_retryable(BatchFailedError("x", retryable=True))
-    assert not is_retryable(BatchFailedError("x", retryable=False))
-    assert not is_retryable(GatewayAuthError("bad secret"))
-    assert not is_retryable(GatewayBadRequestError("bad request"))
-    assert not is_retryable(ValueError("table 'a.b' contains a '.'"))
-    assert is_retryable(GatewayUnavailableError("503"))
-    assert is_retryable(BatchTimeoutError("slow"))
+    assert is_transient(BatchFailedError("x", transient=True))
+    assert not is_transient(BatchFailedError("x", transient=False))
+    assert not is_transient(GatewayAuthError("bad secret"))
+    assert not is_transient(GatewayBadRequestError("bad request"))
+    assert not is_transient(ValueError("table 'a.b' contains a '.'"))
+    assert is_transient(GatewayUnavailableError("503"))
+    assert is_transient(BatchTimeoutError("slow"))
+    # The client's vocabulary: `retryable` (the client retried it) is not the task's decision.
+    assert is_transient(GatewayProtocolError("bad frame")) and not GatewayProtocolError.retryable
+    assert not is_transient(AnswerTooLargeError("endless answer"))
+    assert is_transient(GatewayCircuitOpenError("breaker open"))
 
 
 async def test_wrong_secret_stops_the_batch_at_once(emulator, pg_connect):
@@ -200,8 +209,26 @@ async def test_wrong_secret_stops_the_batch_at_once(emulator, pg_connect):
     with pytest.raises(GatewayAuthError):
         await run(emulator, pg_connect, make_items(30), config=config)
     assert time.monotonic() - started < 30
-    assert emulator.counters()["ws_requests"] == 0
+    assert emulator.counters()["ws_requests"] == 0 and emulator.counters()["oauth"] <= 3
     assert table_count(pg_connect, "results_failures") == 0  # not 30 per-item failures
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_gateway_down_stops_the_batch_within_seconds(emulator, pg_connect, transport):
+    """OAuth answers, the completion endpoints do not: one retry ladder, then the breaker, not 30."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]  # closed again before the batch starts: nothing listens there
+    config = gateway_config(emulator).model_copy(update={
+        "api_base_url": f"http://127.0.0.1:{dead}", "stream_base_url": f"ws://127.0.0.1:{dead}",
+        "transport": transport, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
+    })
+    started = time.monotonic()
+    with pytest.raises((GatewayConnectionError, GatewayCircuitOpenError)):
+        await run(emulator, pg_connect, make_items(30), config=config)
+    assert time.monotonic() - started < 30
+    assert emulator.counters()["oauth"] <= 3
+    assert table_count(pg_connect, "results_failures") == 0
 
 
 BAD_LINES = {
@@ -349,3 +376,15 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
         await operator.aexecute({})
     assert isinstance(caught.value, AirflowFailException) is fails_without_retry
     assert emulator.counters()["ws_requests"] == 0
+
+
+async def test_a_gateway_error_quoting_a_customer_is_recorded_masked(emulator, pg_connect):
+    """The client keeps the gateway's words out of the message; the failures table gets them masked."""
+    emulator.add_fault(endpoint="ws", kind="http_error", status=400, code="invalid_request", count=1,
+                       message="Rejected prompt for jane.doe@example.com, card 4111 1111 1111 1111")
+    stats = await run(emulator, pg_connect, make_items(3))
+    assert (stats.succeeded, stats.failed) == (2, 1)
+    with pg_connect() as conn:
+        (message,) = conn.execute("SELECT message FROM results_failures").fetchone()
+    assert "gateway said: Rejected prompt for [REDACTED:EMAIL], card [REDACTED:CARD]" in message
+    assert "jane.doe" not in message and "4111" not in message

@@ -33,14 +33,23 @@ def test_malformed_region_is_refused_with_the_known_keys(bad):
         resolve_region(bad)
 
 
-def test_plain_http_only_for_loopback_unless_opted_in():
-    with pytest.raises(ValidationError, match="allow_insecure_http"):
-        GatewayConfig(client_id="id", client_secret="s", region="mypurecloud.com", api_base_url="http://gateway.internal")
+def test_plain_http_only_for_loopback_and_no_opt_out():
+    with pytest.raises(ValidationError, match="api_base_url .* non-loopback host 'gateway.internal'; use https://"):
+        GatewayConfig(
+            client_id="id", client_secret="s", region="mypurecloud.com", api_base_url="http://gateway.internal"
+        )
+    with pytest.raises(ValidationError, match="allow_insecure_http"):  # the old opt-out is gone, and says so
+        GatewayConfig(
+            client_id="id", client_secret="s", region="mypurecloud.com",
+            api_base_url="http://gateway.internal", allow_insecure_http=True,
+        )
     config = GatewayConfig(
-        client_id="id", client_secret="s", region="mypurecloud.com",
-        api_base_url="http://gateway.internal", allow_insecure_http=True,
+        client_id="id", client_secret="s", api_base_url="http://127.0.0.1:8099/",
+        login_base_url="http://localhost:8099", stream_base_url="ws://[::1]:8099",
     )
-    assert config.api_url == "http://gateway.internal"
+    assert (config.api_url, config.login_url, config.stream_url) == (
+        "http://127.0.0.1:8099", "http://localhost:8099", "ws://[::1]:8099"
+    )
 
 
 def test_missing_region_and_urls_names_both_fixes():

@@ -543,6 +543,85 @@ async def test_pii_output_is_split_across_frames(emulator: EmulatorServer, token
     assert frames[-1]["usage"]["completion_tokens"] == len(frames)
 
 
+async def test_endless_answer_streams_until_the_client_hangs_up(
+    emulator: EmulatorServer, http: httpx.Client, token: str
+) -> None:
+    emulator.add_fault(endpoint="ws", kind="endless_answer", token_bytes=16)
+    emulator.add_fault(endpoint="sse", kind="endless_answer", token_bytes=16)
+    # hanging up mid-stream waits out close_timeout: the emulator answers a close only between requests
+    async with ws_session(emulator, token, close_timeout=0.2) as ws:
+        await ws.send(json.dumps(ws_request(parameters={"temperature": 0.7, "max_tokens": 8})))
+        frames = [json.loads(await ws.recv()) for _ in range(500)]  # far past max_tokens=8
+    assert all(len(f["token"]) == 16 and f["finish_reason"] is None for f in frames)
+    assert [f["sequence"] for f in frames[:3]] == [0, 1, 2]
+    with http.stream("POST", SSE_PATH, json=chat_body(), headers=bearer(token)) as response:
+        received = 0
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > 200_000:  # far past the default 48 tokens
+                break
+    assert received > 200_000
+    # the emulator noticed both hang-ups and still answers normally
+    async with ws_session(emulator, token) as ws:
+        assert (await ws_frames(ws, ws_request()))[-1]["finish_reason"] == "stop"
+
+
+async def test_huge_and_nested_frames(emulator: EmulatorServer, http: httpx.Client, token: str) -> None:
+    emulator.add_fault(endpoint="ws", kind="huge_frame", bytes=100_000, after_tokens=1)
+    emulator.add_fault(endpoint="ws", kind="nested_frame", depth=5000, error=True, after_tokens=1)
+    async with ws_session(emulator, token, max_size=None, close_timeout=0.2) as ws:
+        frames = await ws_frames(ws, ws_request())
+        assert len(frames[1]["token"]) == 100_000 and frames[-1]["finish_reason"] == "stop"
+        await ws.send(json.dumps(ws_request()))
+        await ws.recv()
+        nested = await ws.recv()
+    assert nested.startswith('{"error":[[[[') and nested.count("[") == 5000
+    emulator.add_fault(endpoint="sse", kind="nested_frame", depth=3000, error=True, after_tokens=2)
+    events = sse_events(http, token, chat_body())
+    assert [e.event for e in events].count("error") == 1
+    assert next(e for e in events if e.event == "error").data.count("[") == 3000
+
+
+async def test_nested_json_refuses_the_ws_upgrade(emulator: EmulatorServer, token: str) -> None:
+    emulator.add_fault(endpoint="ws", kind="nested_json", status=503, depth=2000)
+    with pytest.raises(websockets.InvalidStatus) as caught:
+        async with ws_session(emulator, token):
+            pass
+    assert caught.value.response.status_code == 503
+    assert caught.value.response.body.startswith(b'{"message":[[[') and caught.value.response.body.count(b"[") == 2000
+
+
+@pytest.mark.parametrize("endpoint", ["oauth", "sse", "embeddings", "status", "analytics_availability"])
+def test_nested_json_answers_on_every_endpoint(emulator: EmulatorServer, http: httpx.Client, endpoint: str) -> None:
+    emulator.add_fault(endpoint=endpoint, kind="nested_json", status=503, depth=2000)
+    requests = {
+        "oauth": lambda: http.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("id", "secret")),
+        "sse": lambda: http.post(SSE_PATH, json=chat_body()),
+        "embeddings": lambda: http.post(EMBEDDINGS_PATH, json={}),
+        "status": lambda: http.get(STATUS_PATH),
+        "analytics_availability": lambda: http.get("/api/v2/analytics/conversations/details/jobs/availability"),
+    }
+    response = requests[endpoint]()
+    assert response.status_code == 503
+    assert response.text.startswith('{"message":[[[') and response.text.count("[") == 2000
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"kind": "endless_answer", "token_bytes": 0},
+        {"kind": "huge_frame"},
+        {"kind": "huge_frame", "bytes": 0},
+        {"kind": "nested_json", "depth": 0},
+        {"kind": "nested_frame", "endpoint": "embeddings"},
+        {"kind": "nested_frame", "error": "yes"},
+    ],
+)
+def test_new_fault_kinds_validate_their_parameters(emulator: EmulatorServer, rule: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        emulator.add_fault(**rule)
+
+
 async def test_fail_first_attempt_ratio_fails_only_the_first_sighting(
     emulator: EmulatorServer, http: httpx.Client, token: str
 ) -> None:

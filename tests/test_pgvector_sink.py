@@ -334,7 +334,7 @@ def test_a_vector_of_the_wrong_size_changes_nothing(store: PgVectorStore) -> Non
     with pytest.raises(sink.SchemaMismatchError, match=r"vector 1 of 2: the embedding has 2 dimensions"):
         store.set_embeddings([("p", [1.0, 0.0, 0.0]), ("p", [1.0, 0.0])])
     assert store.awaiting_embedding(["p"]) == {"p": "paid"}
-    assert not sink.SchemaMismatchError.retryable
+    assert not sink.SchemaMismatchError.transient
 
 
 def test_a_table_created_before_the_awaiting_state_is_migrated(pg_connect: PgConnect) -> None:
@@ -366,7 +366,7 @@ def test_store_errors_say_whether_a_retry_can_help(store: PgVectorStore, pg_conn
         conn.execute("ALTER TABLE results ADD CONSTRAINT short CHECK (length(content) < 5)")
     with pytest.raises(PgVectorStoreError) as refused:
         store.upsert([ResultRow("r", "too long", None)])
-    assert (refused.value.sqlstate, refused.value.retryable) == ("23514", False)
+    assert (refused.value.sqlstate, refused.value.transient) == ("23514", False)
 
     with pg_connect() as conn:
         conn.execute(
@@ -375,5 +375,5 @@ def test_store_errors_say_whether_a_retry_can_help(store: PgVectorStore, pg_conn
         )
     with pytest.raises(PgVectorStoreError) as dropped:
         store.upsert([ResultRow("r", "ok", None)])
-    assert dropped.value.retryable
+    assert dropped.value.transient
     assert store.upsert([ResultRow("r", "ok", None)]) == 1  # the store reconnects

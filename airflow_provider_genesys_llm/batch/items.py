@@ -13,9 +13,9 @@ chunk's completions were paid for, or the whole task.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,16 @@ from ..governance.keys import IdKey
 REQUEST_ID_NAMESPACE = uuid.UUID("5f0b8a64-4a55-4c1e-9b1a-6b7e0c0a3d21")
 
 #: Fields an item may override per item; anything else is rejected as a typo.
-OVERRIDES = ("model", "temperature", "max_tokens", "system", "prompt_id", "transport", "response_format", "stop_sequences")
+OVERRIDES = (
+    "model",
+    "temperature",
+    "max_tokens",
+    "system",
+    "prompt_id",
+    "transport",
+    "response_format",
+    "stop_sequences",
+)
 
 #: Longest JSONL line read; a longer one becomes an invalid item without ever being held whole.
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -233,7 +242,9 @@ def plan_item(
     if not temperatures:
         invalid_id, _ = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, item.id, "temperature: an empty list asks for no completion", "empty_matrix")
-    source_text = item.text if item.text is not None else " ".join(m.content for m in messages or () if m.role == "user")
+    source_text = (
+        item.text if item.text is not None else " ".join(m.content for m in messages or () if m.role == "user")
+    )
     planned = []
     try:
         for temperature in temperatures:

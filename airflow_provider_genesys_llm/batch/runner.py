@@ -26,14 +26,19 @@ import json
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
 from ..client import CompletionRequest, CompletionResult, GatewayClient, GatewayError
-from ..client.errors import GatewayAuthError, GatewayConnectionError, GatewayPermissionError
+from ..client.errors import (
+    GatewayAuthError,
+    GatewayCircuitOpenError,
+    GatewayConnectionError,
+    GatewayPermissionError,
+)
 from ..governance.audit import AuditLog, AuditRecord
 from ..governance.completion import completion_audit_record
 from ..governance.keys import IdKey
@@ -51,7 +56,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Gateway errors that are about the batch, not the item: every other item would fail the same
 #: way (bad credentials, a missing scope, an unreachable gateway after the client's retries), so
 #: they stop the batch instead of being recorded once per item.
-BATCH_FATAL_ERRORS: tuple[type[GatewayError], ...] = (GatewayAuthError, GatewayPermissionError, GatewayConnectionError)
+BATCH_FATAL_ERRORS: tuple[type[GatewayError], ...] = (
+    GatewayAuthError,
+    GatewayPermissionError,
+    GatewayConnectionError,
+    GatewayCircuitOpenError,
+)
 
 
 class ResultSink(Protocol):
@@ -84,7 +94,7 @@ Embedder = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
 class BatchTimeoutError(TimeoutError):
     """A sink or embedding call exceeded its time limit; a later attempt may succeed."""
 
-    retryable = True
+    transient = True
 
 
 @dataclass(frozen=True)
@@ -239,8 +249,9 @@ class BatchRunner:
                 f"{self._settings.sink_timeout_seconds:.0f} s (BatchSettings.sink_timeout_seconds)"
             ) from None
 
-    async def _produce(self, items: Iterable[Any], queue: asyncio.Queue[tuple[int, PlannedCompletion] | None],
-                       workers: int) -> None:
+    async def _produce(
+        self, items: Iterable[Any], queue: asyncio.Queue[tuple[int, PlannedCompletion] | None], workers: int
+    ) -> None:
         for window in _windows(items, self._settings.window):
             for entry in await self._plan(window):
                 await queue.put(entry)
@@ -313,24 +324,37 @@ class BatchRunner:
                 attempts = 1
                 for kind, found in exc.counts.items():
                     counts[kind] = counts.get(kind, 0) + found
-            self._record_failure(planned, request, type(exc).__name__, self._masked(str(exc)), attempts, counts)
+            self._record_failure(planned, request, type(exc).__name__, self._failure_message(exc), attempts, counts)
             return
         self._account(result, prompt_counts, governed)
         self._results.append((planned, result, governed))
-        self._audit_record(planned, request, result=result, status="success",
-                           masking=_merge(prompt_counts, governed.masking_counts), filters=governed.filters_applied)
+        self._audit_record(
+            planned,
+            request,
+            result=result,
+            status="success",
+            masking=_merge(prompt_counts, governed.masking_counts),
+            filters=governed.filters_applied,
+        )
         if self._observer is not None:
             self._observer.succeeded(result)
 
     def _record_failure(
-        self, planned: PlannedCompletion, request: CompletionRequest, error_class: str, message: str,
-        attempts: int, masking: dict[str, int],
+        self,
+        planned: PlannedCompletion,
+        request: CompletionRequest,
+        error_class: str,
+        message: str,
+        attempts: int,
+        masking: dict[str, int],
     ) -> None:
         self.stats.failed += 1
         self.stats.attempts += attempts
         self.stats.note_failure(self._masked(planned.source_id))
         self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
-        self._audit_record(planned, request, status="failed", error_class=error_class, attempts=attempts, masking=masking)
+        self._audit_record(
+            planned, request, status="failed", error_class=error_class, attempts=attempts, masking=masking
+        )
         if self._observer is not None:
             self._observer.failed(request.model, request.transport, error_class, attempts)
 
@@ -347,8 +371,15 @@ class BatchRunner:
         filters: tuple[str, ...] = (),
     ) -> None:
         record = completion_audit_record(
-            request, key=self._id_key, context=dataclasses.asdict(self._context), status=status,  # type: ignore[arg-type]
-            result=result, error_class=error_class, attempts=attempts, masking=masking, filters=filters,
+            request,
+            key=self._id_key,
+            context=dataclasses.asdict(self._context),
+            status=status,  # type: ignore[arg-type]
+            result=result,
+            error_class=error_class,
+            attempts=attempts,
+            masking=masking,
+            filters=filters,
         )
         self.stats.note_audit(record.audit_id)
         log.info("%s", AuditLog.to_log_line(record))
@@ -506,12 +537,21 @@ class BatchRunner:
         self.stats.items_done += 1
         self._failures.append(self._failure_row(invalid.result_id, invalid.source_id, invalid.error_class, reason, 0))
 
+    def _failure_message(self, exc: BaseException) -> str:
+        """What the failures table says: the typed message, and the gateway's own words (which
+        the client keeps out of the message because they may quote a customer) masked."""
+        message = str(exc)
+        if server_message := getattr(exc, "server_message", None):
+            message = f"{message} (gateway said: {server_message})"
+        return self._masked(message)
+
     def _masked(self, text: str) -> str:
         """Free text on its way to a row, a log or XCom: ids, reasons and error messages included."""
         return self._governance.mask_text(text)[0]
 
     def _masked_metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Item metadata with every string (keys too) masked: DAG authors put customer fields there."""
+
         def walk(value: Any) -> Any:
             if isinstance(value, str):
                 return self._masked(value)
@@ -554,8 +594,14 @@ class BatchRunner:
         log.info(
             "batch progress: %s items done (completions: %d succeeded, %d failed, %d stored before, "
             "%d embedded from an earlier attempt; %d invalid items), %.1f completions/s, ETA %s",
-            done, stats.succeeded, stats.failed, stats.skipped_existing, stats.embedded_earlier, stats.invalid,
-            rate, eta,
+            done,
+            stats.succeeded,
+            stats.failed,
+            stats.skipped_existing,
+            stats.embedded_earlier,
+            stats.invalid,
+            rate,
+            eta,
         )
 
     def _report(self) -> None:
@@ -564,11 +610,19 @@ class BatchRunner:
         stats = self.stats
         if stats.invalid:
             counts = ", ".join(f"{code}={count}" for code, count in stats.invalid_reasons.most_common())
-            log.warning("%d invalid items (not sent, recorded in the failures table): %s; first: %s",
-                        stats.invalid, counts, " | ".join(stats.invalid_examples))
+            log.warning(
+                "%d invalid items (not sent, recorded in the failures table): %s; first: %s",
+                stats.invalid,
+                counts,
+                " | ".join(stats.invalid_examples),
+            )
         if stats.embedding_fallbacks:
-            log.warning("%d results embedded their whole answer instead of %s: %s", stats.embedding_fallbacks,
-                        self._settings.embed, dict(stats.embedding_fallback_reasons))
+            log.warning(
+                "%d results embedded their whole answer instead of %s: %s",
+                stats.embedding_fallbacks,
+                self._settings.embed,
+                dict(stats.embedding_fallback_reasons),
+            )
 
 
 def storable(text: str) -> str:
@@ -586,8 +640,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-__all__ = ["BATCH_FATAL_ERRORS", "BatchRunner", "BatchSettings", "BatchTimeoutError", "Embedder", "ResultSink",
-           "RunContext", "storable"]
+__all__ = [
+    "BATCH_FATAL_ERRORS",
+    "BatchRunner",
+    "BatchSettings",
+    "BatchTimeoutError",
+    "Embedder",
+    "ResultSink",
+    "RunContext",
+    "storable",
+]
 
 
 def _merge(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
@@ -25,7 +24,9 @@ log = logging.getLogger(__name__)
 DEFAULT_AUDIT_TABLE = "genesys_llm_audit"
 
 
-def record_context(context: Mapping[str, Any], *, owner: str | None = None, conn_id: str | None = None) -> dict[str, Any]:
+def record_context(
+    context: Mapping[str, Any], *, owner: str | None = None, conn_id: str | None = None
+) -> dict[str, Any]:
     """The run's ids that every audit record of this task instance carries."""
     ti = context["ti"]
     return {

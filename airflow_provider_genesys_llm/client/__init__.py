@@ -7,8 +7,11 @@ and the Airflow hook is a thin wrapper around ``GatewayClient``.
 from .client import ClientStats, CompletionStream, GatewayClient, RestartEvent, StreamEvent, TokenEvent
 from .config import DEFAULT_SCOPES, GatewayConfig, GatewayPaths, ModelLimits, resolve_region
 from .errors import (
+    AnswerTooLargeError,
+    DownloadUrlRefusedError,
     GatewayAuthError,
     GatewayBadRequestError,
+    GatewayCircuitOpenError,
     GatewayConnectionError,
     GatewayError,
     GatewayPermissionError,
@@ -23,12 +26,15 @@ from .models import CompletionRequest, CompletionResult, GatewayStatus, Message,
 
 __all__ = [
     "DEFAULT_SCOPES",
+    "AnswerTooLargeError",
+    "DownloadUrlRefusedError",
     "ClientStats",
     "CompletionRequest",
     "CompletionResult",
     "CompletionStream",
     "GatewayAuthError",
     "GatewayBadRequestError",
+    "GatewayCircuitOpenError",
     "GatewayClient",
     "GatewayConfig",
     "GatewayConnectionError",

@@ -1,9 +1,10 @@
 """``GatewayClient``: the one object that talks to the gateway.
 
 It owns what must be shared to behave well under load: one HTTP connection pool, one token
-provider, one WebSocket session pool, one concurrency limit and one rate limiter. Everything a
-completion goes through (limits, auth, transport, timeouts, retries) is wired here, in order,
-and nowhere else.
+provider, one WebSocket session pool, one concurrency limit, one rate limiter and one circuit
+breaker. Everything a completion goes through (limits, breaker, auth, transport, timeouts, answer
+bounds, retries) is wired here, in order, and nowhere else. Errors leave the client only through
+``CompletionStream`` and ``call_api``, which strip their chained causes (see ``errors.detached``).
 """
 
 from __future__ import annotations
@@ -12,24 +13,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .auth import TokenProvider
+from .breaker import CircuitBreaker
 from .config import GatewayConfig
-from .errors import (
-    GatewayAuthError,
-    GatewayError,
-    GatewayConnectionError,
-    GatewayProtocolError,
-    GatewayTimeoutError,
-    RequestValidationError,
-)
-from .limits import RequestRateLimiter, build_request, expand_temperatures
+from .errors import GatewayAuthError, GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .exchange import exchange
+from .limits import AnswerBound, RequestRateLimiter, build_request, expand_temperatures
 from .models import (
     CompletionRequest,
     CompletionResult,
@@ -37,6 +33,7 @@ from .models import (
     GatewayStatus,
     Usage,
 )
+from .parsing import parse_model
 from .responses import error_from_response
 from .retry import retrying
 from .transports.base import AttemptInfo, Transport
@@ -84,6 +81,7 @@ class ClientStats:
             "rate_limit_wait_s": round(self.rate_limit_wait_s, 3),
             "token_requests": client.token_requests,
             "websocket_connections": client.websocket_connections,
+            "breaker_trips": client.breaker.trips,
         }
 
 
@@ -117,7 +115,8 @@ class CompletionStream:
                     info = AttemptInfo()
                     parts: list[str] = []
                     attempt_started = first_token_at = 0.0
-                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):
+                    # attempt_started is read after the loop: the final attempt's start, for tokens/s.
+                    async for text, attempt_started, wait in client._attempt(request, info, self._transport):  # noqa: B007
                         rate_wait += wait
                         if text:
                             if not first_token_at:
@@ -127,6 +126,7 @@ class CompletionStream:
                             yield TokenEvent(text, attempt_number)
         except GatewayError as exc:
             exc.attempts = attempt_number
+            detached(exc)
             raise
         finished = time.perf_counter()
         usage = info.usage or Usage()
@@ -200,6 +200,7 @@ class GatewayClient:
         self._sse_whole = SSETransport(config, self._http, stream=False)
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._rate = RequestRateLimiter(config.requests_per_minute)
+        self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_cooldown_seconds)
         self.stats = ClientStats()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -253,34 +254,42 @@ class GatewayClient:
     async def _attempt(
         self, request: CompletionRequest, info: AttemptInfo, transport: Transport
     ) -> AsyncIterator[tuple[str, float, float]]:
-        """One attempt: a concurrency slot, a rate-limit slot, a token (refreshed once on 401), the frames.
+        """One attempt: a concurrency slot, the breaker, a rate-limit slot, a token (refreshed once
+        on 401), the frames within their bound.
 
         Yields (text, attempt start, seconds waited for the rate limiter) per frame.
         """
         config = self.config
         async with self._slots:
-            waited = await self._rate.acquire()
-            self.stats.rate_limit_wait_s += waited
-            stale: str | None = None
-            for refreshed in (False, True):
-                token = await self._auth.token(stale=stale)
-                started = time.perf_counter()
-                self.stats.requests_sent += 1
-                frames = watched(
-                    transport.stream(request, token, info),
-                    first_frame=config.connect_timeout_seconds + config.first_token_timeout_seconds,
-                    idle=config.idle_timeout_seconds,
-                    total=config.timeout_seconds,
-                )
-                try:
-                    async for text in frames:
-                        yield text, started, waited
-                        waited = 0.0
-                    return
-                except GatewayAuthError:
-                    if refreshed:
-                        raise
-                    stale = token
+            self._auth.check_refused()
+            with self.breaker.guard():
+                waited = await self._rate.acquire()
+                self.stats.rate_limit_wait_s += waited
+                stale: str | None = None
+                for refreshed in (False, True):
+                    token = await self._auth.token(stale=stale)
+                    started = time.perf_counter()
+                    self.stats.requests_sent += 1
+                    bound = AnswerBound(config, request)
+                    watched_frames = watched(
+                        transport.stream(request, token, info),
+                        first_frame=config.connect_timeout_seconds + config.first_token_timeout_seconds,
+                        idle=config.idle_timeout_seconds,
+                        total=config.timeout_seconds,
+                    )
+                    try:
+                        # aclosing: an answer over its bound closes the stream (and its session) now,
+                        # not when the generator happens to be collected
+                        async with aclosing(watched_frames) as frames:
+                            async for text in frames:
+                                bound.take(text)
+                                yield text, started, waited
+                                waited = 0.0
+                        return
+                    except GatewayAuthError:
+                        if refreshed:
+                            raise
+                        stale = token
 
     # --- REST endpoints -------------------------------------------------------------------
 
@@ -293,36 +302,50 @@ class GatewayClient:
         *,
         attempts: int | None = None,
     ) -> bytes:
-        """One platform API call with the shared auth, limits and retry policy; returns the body.
+        """One platform API call with the shared auth, limits, breaker and retry policy; returns the body.
 
         ``attempts`` overrides the connection's ``max_attempts`` for this call (``1``: no retry).
         """
         url = self.config.api_url + path
-        async for attempt in retrying(self.config, attempts):
-            with attempt:
-                async with self._slots:
-                    self.stats.rate_limit_wait_s += await self._rate.acquire()
-                    stale: str | None = None
-                    for refreshed in (False, True):
-                        token = await self._auth.token(stale=stale)
-                        self.stats.requests_sent += 1
-                        try:
-                            response = await self._http.request(
-                                method, url, json=body, params=params, headers={"Authorization": f"Bearer {token}"}
-                            )
-                        except httpx.TimeoutException:
-                            raise GatewayTimeoutError(f"{method} {url} timed out") from None
-                        except httpx.TransportError as exc:
-                            raise GatewayConnectionError(f"{method} {url} failed: {type(exc).__name__}") from None
-                        if response.status_code == 401 and not refreshed:
-                            stale = token
-                            continue
-                        if response.status_code >= 300:
-                            raise error_from_response(
-                                response.status_code, response.headers, response.content, what=f"{method} {url}"
-                            )
-                        return response.content
+        try:
+            async for attempt in retrying(self.config, attempts):
+                with attempt:
+                    async with self._slots:
+                        self._auth.check_refused()
+                        with self.breaker.guard():
+                            self.stats.rate_limit_wait_s += await self._rate.acquire()
+                            return await self._send(method, url, body, params)
+        except GatewayError as exc:
+            detached(exc)
+            raise
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _send(self, method: str, url: str, body: dict[str, Any] | None, params: dict[str, Any] | None) -> bytes:
+        """One request with a token, sent again once with a fresh token when the API answers 401."""
+        stale: str | None = None
+        for refreshed in (False, True):
+            token = await self._auth.token(stale=stale)
+            self.stats.requests_sent += 1
+            response = await exchange(
+                self._http,
+                method,
+                url,
+                what=f"{method} {url}",
+                limit=self.config.max_response_bytes,
+                deadline=self.config.timeout_seconds,
+                json=body,
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if response.status_code == 401 and not refreshed:
+                stale = token
+                continue
+            if response.status_code >= 300:
+                raise error_from_response(
+                    response.status_code, response.headers, response.content, what=f"{method} {url}"
+                )
+            return response.content
+        raise AssertionError("unreachable: the second pass returns or raises")
 
     async def embed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
         """Embeddings in input order, in calls of at most 256 inputs."""
@@ -334,7 +357,7 @@ class GatewayClient:
             raw = await self.call_api(
                 "POST", self.config.paths.embeddings, {"model": model or self.config.embedding_model, "input": batch}
             )
-            answer = _parse(EmbeddingResponse, raw, "embeddings answer")
+            answer = parse_model(EmbeddingResponse, raw, "embeddings answer")
             if len(answer.data) != len(batch):
                 raise GatewayProtocolError(f"embeddings answer has {len(answer.data)} vectors for {len(batch)} inputs")
             vectors.extend(item.embedding for item in sorted(answer.data, key=lambda item: item.index))
@@ -363,22 +386,16 @@ class GatewayClient:
                     if response.status_code >= 300:
                         raise _WebhookRefused(f"HTTP {response.status_code}")
         except (httpx.HTTPError, _WebhookRefused) as exc:
-            log.warning("analytics webhook failed after 3 attempts: %s", type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc)
+            reason = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc
+            log.warning("analytics webhook failed after 3 attempts: %s", reason)
             return False
         return True
 
     async def status(self, *, attempts: int | None = None) -> GatewayStatus:
         """The gateway status (protocol section 7); ``attempts`` as for ``call_api``."""
         raw = await self.call_api("GET", self.config.paths.status, attempts=attempts)
-        return _parse(GatewayStatus, raw, "status answer")
+        return parse_model(GatewayStatus, raw, "status answer")
 
 
 class _WebhookRefused(Exception):
     """The analytics webhook answered with a non-2xx status."""
-
-
-def _parse(model: type[Any], raw: bytes, what: str) -> Any:
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise GatewayProtocolError(f"{what} ({len(raw)} bytes) does not match the contract: {exc.error_count()} problems") from None

@@ -6,12 +6,13 @@ only maps connection fields onto it and the transports never parse configuration
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from .urls import check_base_url, check_path, is_loopback
 
 Transport = Literal["websocket", "sse"]
 
@@ -61,17 +62,6 @@ def resolve_region(region: str) -> str:
     return value
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ModelLimits(BaseModel):
     """What one model accepts; the client checks requests against it before sending."""
 
@@ -94,6 +84,24 @@ class GatewayPaths(BaseModel):
     embeddings: str = "/api/v2/ai/llm/gateway/embeddings"
     status: str = "/api/v2/ai/llm/gateway/status"
 
+    @field_validator("*")
+    @classmethod
+    def _plain_path(cls, value: str, info: ValidationInfo) -> str:
+        """A path only: joined onto a base URL, anything else could move the request (and the
+        client secret, for ``token``) to another host."""
+        return check_path(f"paths.{info.field_name}", value)
+
+
+#: Explicit URL fields and the secure scheme each takes.
+_URL_FIELDS: dict[str, tuple[str, ...]] = {
+    "api_base_url": ("https",),
+    "login_base_url": ("https",),
+    "stream_base_url": ("wss",),
+    "analytics_webhook_url": ("https",),
+}
+#: The property that resolves each base URL field (explicit value or the region's host).
+_URL_PROPERTIES = {"api_base_url": "api_url", "login_base_url": "login_url", "stream_base_url": "stream_url"}
+
 
 class GatewayConfig(BaseModel):
     """A validated description of one gateway client.
@@ -109,7 +117,6 @@ class GatewayConfig(BaseModel):
     api_base_url: str | None = None
     login_base_url: str | None = None
     stream_base_url: str | None = None
-    allow_insecure_http: bool = False
     verify_ssl: bool = True
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     transport: Transport = "websocket"
@@ -136,6 +143,36 @@ class GatewayConfig(BaseModel):
     backoff_max_seconds: float = Field(30.0, gt=0)
     analytics_webhook_url: str | None = None
     analytics_webhook_timeout_seconds: float = Field(5.0, gt=0)
+    #: Hosts (and their subdomains) transcript download URLs may point to besides the region's domain.
+    transcript_url_hosts: tuple[str, ...] = ()
+    #: Consecutive connection/timeout/auth failures that open the circuit breaker.
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    #: Seconds the open breaker fails calls at once before it lets one probe call through.
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    #: Frames an answer may have beyond the request's ``max_tokens`` before it is cut off.
+    answer_token_margin: int = Field(256, ge=0)
+    #: Average UTF-8 bytes per token an answer may use: the byte bound is tokens x this.
+    answer_bytes_per_token: int = Field(32, ge=1)
+    #: Largest single WebSocket frame or SSE event (bytes) the client accepts.
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    #: Largest REST answer (embeddings, jobs, transcript documents) the client reads, in bytes.
+    max_response_bytes: int = Field(64 << 20, ge=1024)
+
+    @field_validator("transcript_url_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(value.replace(",", " ").split())
+        return value
+
+    @field_validator("transcript_url_hosts")
+    @classmethod
+    def _hosts_are_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = tuple(host.strip().lower().rstrip(".") for host in value)
+        for host in hosts:
+            if not _DOMAIN.match(host):
+                raise ValueError(f"transcript_url_hosts entry {host!r} is not a host name (e.g. s3.amazonaws.com)")
+        return hosts
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -151,18 +188,12 @@ class GatewayConfig(BaseModel):
 
     @model_validator(mode="after")
     def _urls_resolvable_and_safe(self) -> GatewayConfig:
-        for name in ("api_url", "login_url", "stream_url", "analytics_webhook_url"):
-            url = getattr(self, name)
-            if url is None:
-                continue
-            parts = urlsplit(url)
-            if parts.scheme in ("http", "ws") and not (
-                self.allow_insecure_http or _is_loopback(parts.hostname)
-            ):
-                raise ValueError(
-                    f"{name} {url!r} is plain {parts.scheme}:// on a non-loopback host; "
-                    "use https/wss or set allow_insecure_http"
-                )
+        """Every base URL is known (explicit or from the region: the properties raise otherwise) and
+        https/wss only (plain on loopback), host and path only: see ``urls``."""
+        for field, schemes in _URL_FIELDS.items():
+            url = getattr(self, _URL_PROPERTIES.get(field, field))
+            if url is not None:
+                check_base_url(field, url, schemes)
         return self
 
     def _base(self, explicit: str | None, scheme: str, prefix: str, field: str) -> str:
@@ -186,6 +217,16 @@ class GatewayConfig(BaseModel):
     def stream_url(self) -> str:
         """WebSocket base URL."""
         return self._base(self.stream_base_url, "wss", "api", "stream_base_url")
+
+    @property
+    def token_url(self) -> str:
+        """Where the client secret goes; never anywhere else (``paths.token`` is a path only)."""
+        return self.login_url + self.paths.token
+
+    @property
+    def api_on_loopback(self) -> bool:
+        """The API is local (the emulator): its transcript URLs may be local too."""
+        return is_loopback(urlsplit(self.api_url).hostname)
 
     @property
     def pool_size(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import GatewayConfig
-from .errors import RequestValidationError
+from .errors import AnswerTooLargeError, RequestValidationError
 from .models import CompletionRequest
 
 #: Characters per token used to estimate prompt size when no tokenizer is at hand (tutorial 003).
@@ -45,9 +45,7 @@ def validate_request(request: CompletionRequest, config: GatewayConfig) -> Compl
         raise RequestValidationError(
             "transport 'sse' needs messages; prompt_id templates are served over 'websocket' only"
         )
-    max_temperature = (
-        limits.max_temperature_sse if request.transport == "sse" else limits.max_temperature_websocket
-    )
+    max_temperature = limits.max_temperature_sse if request.transport == "sse" else limits.max_temperature_websocket
     if not 0.0 <= request.temperature <= max_temperature:
         raise RequestValidationError(
             f"temperature {request.temperature} is outside 0.0..{max_temperature} "
@@ -55,8 +53,7 @@ def validate_request(request: CompletionRequest, config: GatewayConfig) -> Compl
         )
     if not 1 <= request.max_tokens <= limits.max_tokens:
         raise RequestValidationError(
-            f"max_tokens {request.max_tokens} is outside 1..{limits.max_tokens} "
-            f"(capacity of model {request.model!r})"
+            f"max_tokens {request.max_tokens} is outside 1..{limits.max_tokens} (capacity of model {request.model!r})"
         )
     prompt_tokens = estimate_tokens(_prompt_parts(request))
     if prompt_tokens > limits.context_tokens:
@@ -92,9 +89,7 @@ def _describe(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(problems)
 
 
-def expand_temperatures(
-    config: GatewayConfig, temperatures: Sequence[float], **fields: Any
-) -> list[CompletionRequest]:
+def expand_temperatures(config: GatewayConfig, temperatures: Sequence[float], **fields: Any) -> list[CompletionRequest]:
     """Tutorial 000's ``temperature_matrix``: one request (and one request id) per value."""
     if isinstance(temperatures, (str, bytes)) or not temperatures:
         raise RequestValidationError("temperature matrix must be a non-empty list of numbers")
@@ -128,3 +123,32 @@ class RequestRateLimiter:
                 delay = (1.0 - self._tokens) / self._rate
                 waited += delay
                 await asyncio.sleep(delay)
+
+
+class AnswerBound:
+    """How much one attempt's answer may grow: frames and UTF-8 bytes, checked per frame.
+
+    An endless or oversized answer must end with a typed error while the client's memory stays
+    flat, and a gateway that ignores ``max_tokens`` must not get paid for it twice: the bound is
+    ``max_tokens + answer_token_margin`` frames (each frame carries at most one token; the margin
+    also covers frames without text) and that times ``answer_bytes_per_token`` bytes.
+    """
+
+    __slots__ = ("bytes_left", "frames_left", "max_bytes", "max_frames")
+
+    def __init__(self, config: GatewayConfig, request: CompletionRequest) -> None:
+        self.max_frames = request.max_tokens + config.answer_token_margin
+        self.max_bytes = self.max_frames * config.answer_bytes_per_token
+        self.frames_left = self.max_frames
+        self.bytes_left = self.max_bytes
+
+    def take(self, text: str) -> None:
+        """Count one frame; ``AnswerTooLargeError`` once the answer is over its bound."""
+        self.frames_left -= 1
+        self.bytes_left -= len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if self.frames_left < 0 or self.bytes_left < 0:
+            what = f"{self.max_frames} frames" if self.frames_left < 0 else f"{self.max_bytes} bytes"
+            raise AnswerTooLargeError(
+                f"answer exceeded {what} (max_tokens plus answer_token_margin; answer_bytes_per_token per token); "
+                "the stream was closed"
+            )

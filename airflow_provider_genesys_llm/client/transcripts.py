@@ -8,17 +8,18 @@ the same token, rate limit and retry policy as completions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .client import GatewayClient
-from .errors import GatewayConnectionError, GatewayError, GatewayProtocolError, GatewayTimeoutError, RequestValidationError
+from .errors import DownloadUrlRefusedError, GatewayError, GatewayProtocolError, RequestValidationError, detached
+from .exchange import exchange
+from .parsing import loads, parse_model
 from .responses import error_from_response
+from .urls import download_url_problem
 
 JOBS_PATH = "/api/v2/analytics/conversations/details/jobs"
 TRANSCRIPT_URL_PATH = (
@@ -121,7 +122,9 @@ def flatten(document: TranscriptDocument, raw: dict[str, Any]) -> list[Transcrip
     records = []
     for part in document.transcripts:
         phrases = sorted(part.phrases, key=lambda p: (p.startTimeMs or 0, p.phraseIndex or 0))
-        lines = [f"{SPEAKERS.get((p.participantPurpose or '').lower(), 'Speaker')}: {p.text}" for p in phrases if p.text]
+        lines = [
+            f"{SPEAKERS.get((p.participantPurpose or '').lower(), 'Speaker')}: {p.text}" for p in phrases if p.text
+        ]
         records.append(
             TranscriptRecord(
                 conversation_id=document.conversationId,
@@ -137,14 +140,7 @@ def flatten(document: TranscriptDocument, raw: dict[str, Any]) -> list[Transcrip
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _parse(model: type[BaseModel], raw: bytes, what: str) -> Any:
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise GatewayProtocolError(f"{what} ({len(raw)} bytes) does not match the contract: {exc.error_count()} problems") from None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 class TranscriptSource:
@@ -156,11 +152,13 @@ class TranscriptSource:
 
     async def availability(self) -> datetime:
         """Analytics data is complete up to this moment; never backfill past it."""
-        raw = await self._client.call_api("GET", f"{JOBS_PATH}/availability")
+        answer = loads(await self._client.call_api("GET", f"{JOBS_PATH}/availability"), "availability answer")
+        value = answer.get("dataAvailabilityDate") if isinstance(answer, dict) else None
         try:
-            return datetime.fromisoformat(_loads(raw)["dataAvailabilityDate"].replace("Z", "+00:00"))
-        except (KeyError, TypeError, ValueError):
-            raise GatewayProtocolError("availability answer lacks a valid dataAvailabilityDate") from None
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        raise GatewayProtocolError("availability answer lacks a valid dataAvailabilityDate")
 
     async def clamp(self, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
         """The interval cut at ``dataAvailabilityDate``; None when nothing of it is available yet."""
@@ -172,13 +170,13 @@ class TranscriptSource:
 
     async def submit_job(self, start: datetime, end: datetime) -> str:
         raw = await self._client.call_api("POST", JOBS_PATH, {"interval": f"{_iso(start)}/{_iso(end)}"})
-        try:
-            return str(_loads(raw)["jobId"])
-        except (KeyError, TypeError):
-            raise GatewayProtocolError("job submission answer lacks jobId") from None
+        answer = loads(raw, "job submission answer")
+        if not isinstance(answer, dict) or not answer.get("jobId"):
+            raise GatewayProtocolError("job submission answer lacks jobId")
+        return str(answer["jobId"])
 
     async def job_status(self, job_id: str) -> JobStatus:
-        return _parse(JobStatus, await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}"), "job status")
+        return parse_model(JobStatus, await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}"), "job status")
 
     async def conversations(self, job_id: str) -> AsyncIterator[Conversation]:
         """Every conversation of a fulfilled job, page by page (one page in memory at a time)."""
@@ -187,9 +185,8 @@ class TranscriptSource:
             params: dict[str, Any] = {"pageSize": self._page_size}
             if cursor:
                 params["cursor"] = cursor
-            page = _parse(
-                ResultsPage, await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}/results", params=params), "results page"
-            )
+            raw = await self._client.call_api("GET", f"{JOBS_PATH}/{job_id}/results", params=params)
+            page = parse_model(ResultsPage, raw, "results page")
             for conversation in page.conversations:
                 yield conversation
             if not page.cursor:
@@ -200,28 +197,35 @@ class TranscriptSource:
         """Ask for a fresh pre-signed URL and download it at once; an expired URL is asked for again."""
         path = TRANSCRIPT_URL_PATH.format(conversation_id=conversation_id, communication_id=communication_id)
         for last_try in (False, True):
-            answer = _loads(await self._client.call_api("GET", path))
+            answer = loads(await self._client.call_api("GET", path), "transcripturl answer")
             url = answer.get("url") if isinstance(answer, dict) else None
             if not url:
                 raise GatewayProtocolError(f"transcripturl answer for conversation {conversation_id} has no url")
             try:
                 raw = await self._download(str(url), conversation_id)
                 break
-            except PresignedUrlRefused:
+            except PresignedUrlRefused as refused:
                 if last_try:
-                    raise
-        document = _parse(TranscriptDocument, raw, f"transcript of conversation {conversation_id}")
-        return flatten(document, _loads(raw))
+                    raise detached(refused) from None
+        document = parse_model(TranscriptDocument, raw, f"transcript of conversation {conversation_id}")
+        return flatten(document, loads(raw, f"transcript of conversation {conversation_id}"))
+
+    def _check_download_url(self, url: str, what: str) -> None:
+        """The gateway chooses the URL; fetch it only from the region's domain or an allowed host."""
+        config = self._client.config
+        domains = (*((config.region,) if config.region else ()), *config.transcript_url_hosts)
+        problem = download_url_problem(url, domains, loopback_ok=config.api_on_loopback)
+        if problem:
+            raise DownloadUrlRefusedError(f"{what}: the gateway's URL {problem}")
 
     async def _download(self, url: str, conversation_id: str) -> bytes:
         """GET the pre-signed URL (no bearer token: the signature is the credential). Errors never echo the URL."""
         what = f"transcript download for conversation {conversation_id}"
-        try:
-            response = await self._client.http.get(url, headers={})
-        except httpx.TimeoutException:
-            raise GatewayTimeoutError(f"{what} timed out") from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(f"{what} failed: {type(exc).__name__}") from None
+        self._check_download_url(url, what)
+        config = self._client.config
+        response = await exchange(
+            self._client.http, "GET", url, what=what, limit=config.max_response_bytes, deadline=config.timeout_seconds
+        )
         if response.status_code == 403:
             raise PresignedUrlRefused(f"{what}: the pre-signed URL was refused (expired?)")
         if response.status_code != 200:
@@ -233,10 +237,4 @@ class PresignedUrlRefused(GatewayError):
     """The transcript URL was refused, most likely because its ten minutes ran out."""
 
     retryable = True
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise GatewayProtocolError(f"answer ({len(raw)} bytes) is not JSON") from None
+    transient = True

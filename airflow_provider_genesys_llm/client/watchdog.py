@@ -60,9 +60,7 @@ class _Watchdog:
             uncancel()
 
 
-async def watched(
-    frames: AsyncIterator[str], *, first_frame: float, idle: float, total: float
-) -> AsyncIterator[str]:
+async def watched(frames: AsyncIterator[str], *, first_frame: float, idle: float, total: float) -> AsyncIterator[str]:
     """Re-yield ``frames``, raising ``GatewayTimeoutError`` when the gateway goes quiet too long."""
     watchdog = _Watchdog(first_frame, idle, total)
     loop_time = watchdog.loop.time

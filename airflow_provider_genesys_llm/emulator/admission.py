@@ -88,9 +88,14 @@ def admit(connection: HTTPConnection, state: EmulatorState, endpoint: str, scope
 def injected_http_error(
     fault: FaultRule, endpoint: str, correlation_id: str, headers: Mapping[str, str], rate_limit: int
 ) -> Response:
-    """The answer of an `http_error` fault, in the error shape of the endpoint it fired on."""
+    """The answer of an `http_error` fault, in the error shape of the endpoint it fired on (or,
+    for `nested_json`, a body nested too deeply for a recursive parser)."""
     params = fault.params
     status: int = params["status"]
+    if fault.kind == "nested_json":
+        depth = params["depth"]
+        body = '{"message":' + "[" * depth + "]" * depth + "}"
+        return Response(body, status_code=status, headers=dict(headers), media_type="application/json")
     headers = dict(headers)
     if params["ratelimit_reset"] is not None:
         headers["inin-ratelimit-reset"] = str(params["ratelimit_reset"])

@@ -23,10 +23,12 @@ from .config import SCOPE_GENERATION_WRITE, EmulatorConfig
 from .plan import (
     CompletionPlan,
     Drop,
+    Endless,
     Failure,
     Final,
     Malformed,
     MissingKey,
+    Nested,
     SequenceGap,
     Token,
     Truncation,
@@ -241,10 +243,14 @@ async def _event_stream(plan: CompletionPlan, shape: ChatShape) -> AsyncIterator
                 yield _data(chunk)
             case SequenceGap():
                 pass  # SSE chunks carry no sequence numbers
+            case Nested(error=error):
+                yield (b"event: error\n" if error else b"") + b"data: " + event.json().encode() + b"\n\n"
 
 
 async def _whole_answer(plan: CompletionPlan, shape: ChatShape, headers: Mapping[str, str]) -> Response:
     """The `stream: false` answer: the same script, collected into one JSON object."""
+    if any(isinstance(event, Endless) for event in plan.events):
+        return StreamingResponse(_endless_body(plan, shape), media_type="application/json", headers=headers)
     parts: list[str] = []
     corruption: Malformed | MissingKey | None = None
     async for event in paced(plan):
@@ -263,6 +269,8 @@ async def _whole_answer(plan: CompletionPlan, shape: ChatShape, headers: Mapping
                 return JSONResponse(shape.message("".join(parts), None, None), headers=headers)
             case Malformed() | MissingKey():
                 corruption = event
+            case Nested():
+                return Response(event.json(), media_type="application/json", headers=headers)
             case SequenceGap():
                 pass
     raise AssertionError("every plan ends with a final, failure, drop or truncation event")
@@ -276,6 +284,15 @@ def _corrupted(
     if isinstance(corruption, MissingKey):
         body.pop(corruption.key or shape.missing_key_default, None)
     return JSONResponse(body, headers=headers)
+
+
+async def _endless_body(plan: CompletionPlan, shape: ChatShape) -> AsyncIterator[bytes]:
+    """A whole answer whose `content` string never ends."""
+    opening = _json(shape.message("", "stop", None))
+    yield opening[: opening.index(b'"content":"') + len(b'"content":"')]
+    async for event in paced(plan):
+        if isinstance(event, Token):
+            yield event.text.encode()
 
 
 async def _cut_off(prefix: bytes) -> AsyncIterator[bytes]:

@@ -119,6 +119,21 @@ FAULT_KINDS: dict[str, FaultKind] = {
         {"ratio": ParamSpec(_NUMBER), "retry_after": ParamSpec(_NUMBER, 0.05)},
         default_count=None,
     ),
+    # Tokens of `token_bytes` bytes until the client hangs up (no final frame ever comes).
+    "endless_answer": FaultKind(Phase.COMPLETION, COMPLETION_ENDPOINTS, {"token_bytes": ParamSpec((int,), 8)}),
+    # One token of `bytes` bytes after `after_tokens` tokens, then the normal rest of the answer.
+    "huge_frame": FaultKind(Phase.COMPLETION, COMPLETION_ENDPOINTS, {**_AFTER_TOKENS, "bytes": ParamSpec((int,))}),
+    # An answer with `status` whose JSON body nests `depth` arrays (every HTTP endpoint and the WS upgrade).
+    "nested_json": FaultKind(
+        Phase.REQUEST, frozenset(ENDPOINTS), {"status": ParamSpec((int,), 500), "depth": ParamSpec((int,), 100_000)}
+    ),
+    # After `after_tokens` tokens, a frame (WS) or event (SSE) nesting `depth` arrays; `error=True`
+    # sends it as an error frame (`{"error": ...}`) or an `event: error`.
+    "nested_frame": FaultKind(
+        Phase.COMPLETION,
+        COMPLETION_ENDPOINTS,
+        {**_AFTER_TOKENS, "depth": ParamSpec((int,), 100_000), "error": ParamSpec((bool,), False)},
+    ),
     # The next accepted analytics job ends in `state` (after the usual polls) with `error_message`.
     "job_outcome": FaultKind(
         Phase.JOB,
@@ -224,6 +239,10 @@ def _check_ranges(params: dict[str, Any]) -> None:
     close_code = params.get("close_code")
     if close_code is not None and (not 1000 <= close_code <= 4999 or close_code in _UNSENDABLE_CLOSE_CODES):
         raise ValueError(f"fault parameter 'close_code' cannot be sent in a close frame: {close_code}")
+    for name, limit in (("token_bytes", 1 << 20), ("bytes", 1 << 28), ("depth", 10_000_000)):
+        value = params.get(name)
+        if value is not None and not 1 <= value <= limit:
+            raise ValueError(f"fault parameter {name!r} must be between 1 and {limit}: {value}")
     for name in ("after_tokens", "delay", "retry_after"):
         value = params.get(name)
         if isinstance(value, (int, float)) and value < 0:

@@ -95,7 +95,26 @@ class SequenceGap:
     """The next frame skips one sequence number (WebSocket only)."""
 
 
-StreamEvent = Union[Token, Final, Failure, Drop, Truncation, Malformed, MissingKey, SequenceGap]
+@dataclass(frozen=True)
+class Endless:
+    """`text` as a token again and again until the client hangs up; nothing follows."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A frame of JSON nested `depth` levels deep; `error`: as an error frame / `event: error`."""
+
+    depth: int
+    error: bool
+
+    def json(self) -> str:
+        nested = "[" * self.depth + "]" * self.depth
+        return '{"error":' + nested + "}" if self.error else nested
+
+
+StreamEvent = Union[Token, Final, Failure, Drop, Truncation, Malformed, MissingKey, SequenceGap, Endless, Nested]
 
 
 @dataclass(frozen=True)
@@ -156,14 +175,26 @@ def _with_fault(answer: list[StreamEvent], fault: FaultRule) -> tuple[StreamEven
         return (*before, MissingKey(params["key"]), *after)
     if fault.kind == "bad_sequence":
         return (*before, SequenceGap(), *after)
+    if fault.kind == "endless_answer":
+        return (Endless("x" * (params["token_bytes"] - 1) + " "),)
+    if fault.kind == "huge_frame":
+        return (*before, Token("x" * params["bytes"]), *after)
+    if fault.kind == "nested_frame":
+        return (*before, Nested(params["depth"], params["error"]), *after)
     return tuple(answer)  # kinds that change the text or the timing, not the frames
 
 
 async def paced(plan: CompletionPlan) -> AsyncIterator[StreamEvent]:
-    """The plan's events in time: the first-token delay, then `token_delay` between events."""
+    """The plan's events in time: the first-token delay, then `token_delay` between events.
+    An `Endless` event comes out as its token, forever, letting the loop run between tokens so
+    the server notices the client hanging up."""
     if plan.first_token_delay:
         await asyncio.sleep(plan.first_token_delay)
     for index, event in enumerate(plan.events):
         if index and plan.token_delay:
             await asyncio.sleep(plan.token_delay)
+        if isinstance(event, Endless):
+            while True:
+                yield Token(event.text)
+                await asyncio.sleep(plan.token_delay)
         yield event

@@ -26,6 +26,7 @@ from .plan import (
     Final,
     Malformed,
     MissingKey,
+    Nested,
     SequenceGap,
     Token,
     Truncation,
@@ -163,6 +164,8 @@ async def _stream(websocket: WebSocket, plan: CompletionPlan) -> bool:
                 await websocket.send_text(garbled[: len(garbled) // 2])
             case SequenceGap():
                 sequence += 1
+            case Nested():
+                await websocket.send_text(event.json())
             case Failure():
                 await websocket.send_text(_failure_frame(event))
                 return True

@@ -16,7 +16,6 @@ from .audit import (
     TokenUsage,
     WitnessFormatError,
     heads_from_log_lines,
-    prompt_sha256,
     verify_chain,
 )
 from .filters import (
@@ -62,6 +61,5 @@ __all__ = [
     "apply_policy",
     "default_filters",
     "heads_from_log_lines",
-    "prompt_sha256",
     "verify_chain",
 ]

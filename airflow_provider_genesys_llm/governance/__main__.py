@@ -33,11 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="recompute the audit hash chain and report the first problem")
     _add_connection_options(verify)
     verify.add_argument(
-        "--witness-file", type=Path, action="append", default=[],
+        "--witness-file",
+        type=Path,
+        action="append",
+        default=[],
         help="JSON lines of witnessed chain heads (ChainHead.to_json), e.g. exported from XCom or asset events",
     )
     verify.add_argument(
-        "--witness-log", type=Path, action="append", default=[],
+        "--witness-log",
+        type=Path,
+        action="append",
+        default=[],
         help="a task log file (plain or Airflow 3 JSON lines) to scan for GENESYS_AUDIT_HEAD lines; repeatable",
     )
     writer = commands.add_parser(
@@ -88,8 +94,10 @@ def _verify(args: argparse.Namespace, conninfo: str, chain: str) -> int:
         return 1
     if heads and not result.witnesses_checked:
         chains = ", ".join(sorted({head.chain for head in heads}))
-        print(f"none of the {len(heads)} witnessed heads is for {chain} (they name {chains}); check --table/--schema",
-              file=sys.stderr)
+        print(
+            f"none of the {len(heads)} witnessed heads is for {chain} (they name {chains}); check --table/--schema",
+            file=sys.stderr,
+        )
         return 2
     print(f"audit chain OK: {result.rows_checked} rows{_witnessed(result)}")
     return 0
@@ -104,8 +112,10 @@ def _create_writer_role(args: argparse.Namespace, conninfo: str, chain: str) -> 
     if args.password_env:
         password = os.environ.get(args.password_env)
         if not password:
-            print(f"environment variable {args.password_env} is not set or empty; export the password there",
-                  file=sys.stderr)
+            print(
+                f"environment variable {args.password_env} is not set or empty; export the password there",
+                file=sys.stderr,
+            )
             return 2
     try:
         writer = create_writer_role(

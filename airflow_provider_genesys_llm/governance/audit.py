@@ -1,7 +1,7 @@
 """Audit trail: one record per completion or task, as a log line and in a hash chain in Postgres.
 
 A record says who asked what of which model, with which parameters, what it cost and how it
-ended, but never the prompt or the answer: the prompt is represented by ``prompt_sha256``, so
+ended, but never the prompt or the answer: the prompt is represented by ``prompt_hmac`` (keyed), so
 two runs can be shown to have sent the same prompt without the audit store holding it.
 
 The chain lives in ``chain.py`` (append, verify), its witnessed heads in ``witness.py`` and the
@@ -10,11 +10,9 @@ least-privilege writer role in ``roles.py``; their public names are re-exported 
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,7 +73,7 @@ class AuditRecord(BaseModel):
     audit_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     kind: Literal["completion", "task"]
     status: Literal["success", "failed", "skipped"]
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None
     correlation_id: str | None = None
@@ -88,7 +86,9 @@ class AuditRecord(BaseModel):
     conn_id: str | None = None
     model: str | None = None
     prompt_id: str | None = None
-    prompt_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: HMAC-SHA256 of the prompt under the deployment's id key (``governance.keys``): two records
+    #: can be shown to carry the same prompt, and a guessed prompt cannot be confirmed without the key.
+    prompt_hmac: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
     usage: TokenUsage | None = None
     timings: Timings | None = None
@@ -102,26 +102,7 @@ class AuditRecord(BaseModel):
     def _in_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        return value.astimezone(timezone.utc)
-
-
-def prompt_sha256(
-    messages: Sequence[Mapping[str, Any] | BaseModel] | None = None,
-    system: str | None = None,
-    prompt_id: str | None = None,
-    variables: Mapping[str, Any] | None = None,
-) -> str:
-    """Fingerprint of everything that makes up a prompt, for records that must not hold it.
-
-    Absent and empty are the same prompt: ``messages=None`` hashes like ``messages=[]``.
-    """
-    payload = {
-        "messages": [item.model_dump() if isinstance(item, BaseModel) else dict(item) for item in messages or ()],
-        "system": system,
-        "prompt_id": prompt_id,
-        "variables": dict(variables or {}),
-    }
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+        return value.astimezone(UTC)
 
 
 class AuditLog:

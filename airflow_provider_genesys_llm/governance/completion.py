@@ -39,7 +39,9 @@ class GovernedCompletion:
         return dict(Counter(self.prompt_masking) + Counter(self.output.masking_counts))
 
 
-async def complete_governed(client: GatewayClient, request: CompletionRequest, governance: Governance) -> GovernedCompletion:
+async def complete_governed(
+    client: GatewayClient, request: CompletionRequest, governance: Governance
+) -> GovernedCompletion:
     """Mask the prompt, complete, then filter and mask the answer (``fail`` raises ``PiiDetectedError``)."""
     sent, prompt_counts = governance.mask_request(request)
     result = await client.complete(sent)
@@ -95,13 +97,21 @@ def completion_audit_record(
         correlation_id=result.correlation_id if result else None,
         model=request.model,
         prompt_id=request.prompt_id,
-        prompt_sha256=prompt_fingerprint(key, request),
-        parameters={"temperature": request.temperature, "max_tokens": request.max_tokens, "transport": request.transport},
+        prompt_hmac=prompt_fingerprint(key, request),
+        parameters={
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "transport": request.transport,
+        },
         usage=TokenUsage(**result.usage.model_dump()) if result else None,
         timings=Timings(
-            connect_ms=result.connect_ms, ttft_ms=result.ttft_ms, total_ms=result.total_ms,
+            connect_ms=result.connect_ms,
+            ttft_ms=result.ttft_ms,
+            total_ms=result.total_ms,
             tokens_per_second=result.tokens_per_second,
-        ) if result else None,
+        )
+        if result
+        else None,
         attempts=result.attempts if result else attempts,
         error_class=error_class,
         masking_counts=dict(masking or {}),

@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 try:  # the regular expression parser: private, but the only way to bound what a pattern reads
-    from re import _constants as sre_constants, _parser as sre_parser  # type: ignore[attr-defined]
+    from re import _constants as sre_constants  # type: ignore[attr-defined]
+    from re import _parser as sre_parser
 except ImportError:  # Python 3.10
     import sre_constants
     import sre_parse as sre_parser
@@ -142,7 +143,7 @@ def _card_shaped(groups: list[Span], separators: list[str]) -> bool:
     """One group, or printed groups; a line break may also sit inside a group."""
     sizes = [end - start for start, end in groups]
     joined: list[int] = sizes[:1]
-    for separator, size in zip(separators, sizes[1:]):
+    for separator, size in zip(separators, sizes[1:], strict=False):  # a trailing separator has no group
         if separator == "\n":
             joined[-1] += size
         else:
@@ -180,6 +181,7 @@ def luhn_ok(digits: str) -> bool:
 
 # --- SSN -----------------------------------------------------------------------------------------
 
+
 def _digits(count: int) -> str:
     """``count`` digits, maybe cut by the ``\\n`` that normalisation leaves where a number was broken."""
     return rf"(?:\d\n?){{{count - 1}}}\d"
@@ -188,9 +190,7 @@ def _digits(count: int) -> str:
 _SSN_AREA = rf"(?!000|666|9\d\d){_digits(3)}"
 _SSN_GROUP = rf"(?!00){_digits(2)}"
 _SSN_SERIAL = rf"(?!0000){_digits(4)}"
-_SSN_DASHED = re.compile(
-    rf"(?a)(?<![\w-])(?<!\d[.,])(?P<value>{_SSN_AREA}-{_SSN_GROUP}-{_SSN_SERIAL})(?![\w-]|[.,]\d)"
-)
+_SSN_DASHED = re.compile(rf"(?a)(?<![\w-])(?<!\d[.,])(?P<value>{_SSN_AREA}-{_SSN_GROUP}-{_SSN_SERIAL})(?![\w-]|[.,]\d)")
 _SSN_KEYWORD = (
     r"(?i:ssn|(?<![A-Za-z])ss(?:\#|[ _-]?no\b\.?)|social[\s_-]{0,3}security(?:[\s_-]{0,3}(?:number|num|no\b\.?|\#))?"
     r"|soc\.?[\s_-]{0,3}sec\.?(?:[\s_-]{0,3}(?:number|num|no\b\.?|\#))?)"
@@ -207,15 +207,93 @@ _SSN_BEFORE_KEYWORD = re.compile(
 
 #: Registered IBAN lengths by country (SWIFT IBAN registry).
 IBAN_LENGTHS: Mapping[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
-    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
-    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
-    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
-    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
 }
 _IBAN_START = re.compile(r"(?a)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?= ?[A-Za-z0-9])")
 
@@ -249,9 +327,7 @@ _PHONE = re.compile(
     r"|\+[1-9](?:[ .\n-]?\d){7,14})"
     r"(?![.-]?\d|[ \n]\d{1,3}(?!\d))(?!\w)"
 )
-_BARE_PHONE = re.compile(
-    r"(?a)(?<![\w+.,-])(?<!\d[ .])(?:1\n?)?[2-9]\n?\d\n?\d\n?[2-9](?:\n?\d){6}(?![.,]?\d)(?!\w)"
-)
+_BARE_PHONE = re.compile(r"(?a)(?<![\w+.,-])(?<!\d[ .])(?:1\n?)?[2-9]\n?\d\n?\d\n?[2-9](?:\n?\d){6}(?![.,]?\d)(?!\w)")
 #: A word before a bare number that makes it an id, not a phone number (``order 5123456789``).
 _ID_WORD = re.compile(
     r"(?i)(?:order|ticket|case|ref(?:erence)?|invoice|tracking|confirmation|transaction|account|acct|id|sku|"

@@ -49,7 +49,7 @@ class Governance:
         return result.text, Counter(result.counts)
 
     def mask_request(self, request: CompletionRequest) -> tuple[CompletionRequest, dict[str, int]]:
-        """The request as it may leave: every message, the system prompt and variables redacted."""
+        """The request as it may leave: every message, the system prompt, variables and stop sequences redacted."""
         if not self.mask_prompts:
             return request, {}
         counts: Counter[str] = Counter()
@@ -68,6 +68,13 @@ class Governance:
                 variables[name], found = self.mask_text(value)
                 counts += found
             update["variables"] = variables
+        if request.stop_sequences:
+            stops = []
+            for stop in request.stop_sequences:
+                masked, found = self.mask_text(stop)
+                counts += found
+                stops.append(masked)
+            update["stop_sequences"] = tuple(stops)
         return (request.model_copy(update=update) if counts else request), dict(counts)
 
     def govern_output(self, text: str) -> GovernedOutput:

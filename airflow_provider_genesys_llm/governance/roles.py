@@ -64,8 +64,9 @@ def create_writer_role(
         else:
             # A login that can do nothing by itself; NOINHERIT keeps rights of roles it may later join out of reach.
             conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT")
-                .format(name)
+                sql.SQL(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+                ).format(name)
             )
         if password is not None:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()

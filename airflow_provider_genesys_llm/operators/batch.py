@@ -38,18 +38,18 @@ REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id",
 class BatchFailedError(RuntimeError):
     """More items failed than ``max_failed_ratio`` allows; everything that succeeded is stored.
 
-    ``retryable`` is False when every failure is an invalid item: a retry would find them invalid again.
+    ``transient`` is False when every failure is an invalid item: a retry would find them invalid again.
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.transient = transient
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether another try of the task may succeed: the error's own ``retryable`` when it has one
-    (gateway and sink errors do), else not for ``ValueError``/``TypeError`` (invalid configuration)."""
-    flag = getattr(exc, "retryable", None)
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try of the task may succeed: the error's own ``transient`` when it has one
+    (gateway, sink and batch errors do), else not for ``ValueError``/``TypeError`` (invalid configuration)."""
+    flag = getattr(exc, "transient", None)
     return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
@@ -169,7 +169,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         try:
             return await self._run(context)
         except Exception as exc:
-            if is_retryable(exc):
+            if is_transient(exc):
                 raise
             raise AirflowFailException(
                 f"{type(exc).__name__}: {exc} (not retried: another try would fail the same way; fix the cause "
@@ -231,7 +231,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
                 f"{stats.invalid} invalid; ratio {stats.failed_ratio:.3f} > max_failed_ratio {self.max_failed_ratio}); "
                 f"{stats.total - stats.failures} results are stored in {self.schema}.{self.table} and a retry sends "
                 f"only the failed items; failures are in {self.schema}.{self.table}_failures",
-                retryable=stats.failed > 0,
+                transient=stats.failed > 0,
             )
         return manifest
 

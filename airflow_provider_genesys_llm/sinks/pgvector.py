@@ -33,7 +33,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 from urllib.parse import quote
 
@@ -45,7 +45,6 @@ from psycopg.conninfo import make_conninfo
 
 if TYPE_CHECKING:
     import numpy as np
-
     from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
@@ -112,8 +111,20 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators
 _JSONB_VERSION = b"\x01"
 #: Columns ``similarity_search`` accepts as equality filters.
 FILTER_COLUMNS = frozenset(
-    ("id", "source_id", "model", "prompt_id", "temperature", "finish_reason", "request_id",
-     "correlation_id", "dag_id", "task_id", "run_id", "content_hash")
+    (
+        "id",
+        "source_id",
+        "model",
+        "prompt_id",
+        "temperature",
+        "finish_reason",
+        "request_id",
+        "correlation_id",
+        "dag_id",
+        "task_id",
+        "run_id",
+        "content_hash",
+    )
 )
 _FAILURE_COLUMNS = ("id", "source_id", "error_class", "message", "attempts", "dag_id", "task_id", "run_id", "failed_at")
 
@@ -208,7 +219,7 @@ class FailureRow:
     dag_id: str | None = None
     task_id: str | None = None
     run_id: str | None = None
-    failed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,15 +259,16 @@ class PgVectorStoreError(RuntimeError):
         self.sqlstate = exc.sqlstate
 
     @property
-    def retryable(self) -> bool:
-        """Whether another attempt may succeed: not for refused data, constraints or a wrong schema."""
+    def transient(self) -> bool:
+        """Whether a later attempt may succeed (as on gateway errors): not for refused data,
+        constraints or a wrong schema."""
         return (self.sqlstate or "")[:2] not in _PERMANENT_SQLSTATE_CLASSES
 
 
 class SchemaMismatchError(ValueError):
     """The table exists with another shape (embedding dimension); every write would fail, so would a retry."""
 
-    retryable = False
+    transient = False
 
 
 class PgVectorStore:
@@ -372,8 +384,8 @@ class PgVectorStore:
         the COPY fails on the primary key and the whole batch is merged instead.
 
         Why, measured on this project's 2-core machine (20k rows of 384-d vectors, unindexed table;
-        ``bench/sink_throughput.py`` reproduces all but the executemany figure): staging every row and merging ran 1.4-1.9x faster than a
-        pipelined ``executemany`` of ``INSERT ... ON CONFLICT`` (one executor run on the server
+        ``bench/sink_throughput.py`` reproduces all but the executemany figure): staging every row
+        and merging ran 1.4-1.9x faster than a pipelined ``executemany`` of ``INSERT ... ON CONFLICT`` (one executor run on the server
         instead of one per row; C-level row formatting on the client) but reached only ~60% of a
         plain binary COPY. COPYing new rows directly brings a first load to 80-95% of plain COPY,
         and a re-run of unchanged rows costs one id lookup (140-200k rows/s) instead of re-sending
@@ -567,7 +579,8 @@ class PgVectorStore:
         stored = self._stored_hashes(cur, [row.id for row in batch])
         new = [row for row in batch if row.id not in stored]
         changed = [
-            row for row in batch
+            row
+            for row in batch
             if row.id in stored and stored[row.id] != row.content_hash and (stored[row.id] or row.embedding is not None)
         ]
         return new, changed

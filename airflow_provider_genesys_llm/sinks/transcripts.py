@@ -18,12 +18,25 @@ from psycopg.types.json import Jsonb
 from ..client.transcripts import TranscriptRecord
 
 _COLUMNS = (
-    "conversation_id", "communication_id", "transcript_id", "language", "conversation_start", "text", "raw", "content_hash",
+    "conversation_id",
+    "communication_id",
+    "transcript_id",
+    "language",
+    "conversation_start",
+    "text",
+    "raw",
+    "content_hash",
 )
 
 
 class TranscriptStore:
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], *, table: str = "genesys_transcripts", schema: str = "public") -> None:
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        *,
+        table: str = "genesys_transcripts",
+        schema: str = "public",
+    ) -> None:
         self._connect = connect
         self.table = table
         self.schema = schema
@@ -77,6 +90,12 @@ def _values(record: TranscriptRecord) -> tuple[object, ...]:
     raw = json.dumps(record.raw, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256((record.text + "\0" + raw).encode()).hexdigest()
     return (
-        record.conversation_id, record.communication_id, record.transcript_id, record.language,
-        record.conversation_start, record.text, Jsonb(record.raw), digest,
+        record.conversation_id,
+        record.communication_id,
+        record.transcript_id,
+        record.language,
+        record.conversation_start,
+        record.text,
+        Jsonb(record.raw),
+        digest,
     )

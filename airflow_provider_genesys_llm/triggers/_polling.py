@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ..client import GatewayError
+from ..client import GatewayCircuitOpenError, GatewayError
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -29,7 +29,7 @@ def is_transient(exc: BaseException) -> bool:
     """True for errors that mean "not ready yet" (rate limited, unavailable, timed out, dropped);
     False for errors a later check cannot fix (credentials, permission, bad config, protocol)."""
     if isinstance(exc, GatewayError):
-        return exc.retryable
+        return exc.retryable or isinstance(exc, GatewayCircuitOpenError)  # an open breaker closes again
     return isinstance(exc, TimeoutError)
 
 

@@ -151,9 +151,7 @@ class GenesysConversationJobTrigger(DeadlinePollingTrigger[ConversationJobWatch]
     async def _check(self, hook: GenesysLLMHook, watch: ConversationJobWatch) -> TriggerEvent | None:
         """One status check (and the count once fulfilled); the terminal event, or None to wait on."""
         try:
-            status = await asyncio.wait_for(
-                hook.aget_conversation_job(self.job_id, retry=False), self._check_timeout()
-            )
+            status = await asyncio.wait_for(hook.aget_conversation_job(self.job_id, retry=False), self._check_timeout())
         except Exception as exc:
             if not watch.observe_error(exc):
                 return self._error_event(exc, f"status check of job {self.job_id!r} failed")

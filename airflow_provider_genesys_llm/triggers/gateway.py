@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_PROBE_PROMPT = "Reply with the single word OK."
 #: Tokens the probe may generate: enough to see a first token, little to pay for.
 DEFAULT_PROBE_MAX_TOKENS = 8
+
+
 def probe_latencies(result: CompletionResult) -> dict[str, float | None]:
     """What the probe measured: connection set-up (TCP, TLS, WebSocket handshake), time to first
     token and the whole completion, in milliseconds."""

@@ -3,13 +3,17 @@
 Parsing is httpx-sse's (multi-line data, CRLF, ``event:``/``id:``/``retry:`` fields, comments);
 this module only decides what each event means. A stream is complete once a chunk carried a
 ``finish_reason``; one that ends before that is truncated and raises, never returns.
+
+httpx-sse buffers a line (and an event's data lines) until it ends, without a limit, so the text
+it reads is metered: more than ``max_frame_bytes`` without a complete event ends the stream with
+``AnswerTooLargeError``. A whole (non-streamed) answer is read up to the answer's byte bound.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import cast
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -17,12 +21,17 @@ from pydantic import ValidationError
 
 from ..config import GatewayConfig
 from ..errors import (
+    AnswerTooLargeError,
     GatewayConnectionError,
+    GatewayError,
     GatewayProtocolError,
     GatewayTimeoutError,
     StreamTruncatedError,
 )
+from ..exchange import MAX_ERROR_BODY_BYTES, read_limited
+from ..limits import AnswerBound
 from ..models import ChatChunk, ChatCompletion, ChatParams, ChatRequestPayload, CompletionRequest, Message
+from ..parsing import describe, loads_or_none
 from ..responses import CORRELATION_HEADER, error_from_response
 from .base import AttemptInfo
 
@@ -31,22 +40,27 @@ def _payload(request: CompletionRequest, stream: bool) -> bytes:
     messages = list(request.messages)
     if request.system:
         messages.insert(0, Message(role="system", content=request.system))
-    return ChatRequestPayload(
-        messages=messages,
-        params=ChatParams(
-            model_id=request.model,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            stream=stream,
-            stop=list(request.stop_sequences) or None,
-        ),
-    ).model_dump_json(exclude_none=True).encode()
+    return (
+        ChatRequestPayload(
+            messages=messages,
+            params=ChatParams(
+                model_id=request.model,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                stream=stream,
+                stop=list(request.stop_sequences) or None,
+            ),
+        )
+        .model_dump_json(exclude_none=True)
+        .encode()
+    )
 
 
 class SSETransport:
     name = "sse"
 
     def __init__(self, config: GatewayConfig, http: httpx.AsyncClient, *, stream: bool = True) -> None:
+        self._config = config
         self._url = config.api_url + config.paths.chat_completions
         self._http = http
         self._stream = stream
@@ -66,16 +80,14 @@ class SSETransport:
                 info.connect_ms = (time.perf_counter() - started) * 1000.0
                 info.correlation_id = response.headers.get(CORRELATION_HEADER)
                 if response.status_code != 200:
-                    body = await response.aread()
-                    raise error_from_response(
-                        response.status_code, response.headers, body, what=f"POST {self._url}"
-                    )
+                    body, _ = await read_limited(response, MAX_ERROR_BODY_BYTES)
+                    raise error_from_response(response.status_code, response.headers, body, what=f"POST {self._url}")
                 content_type = response.headers.get("content-type", "")
                 if "text/event-stream" in content_type:
                     async for text in self._events(response, info):
                         yield text
                 else:
-                    yield await self._whole(response, info)
+                    yield await self._whole(response, info, AnswerBound(self._config, request).max_bytes)
         except httpx.TimeoutException as exc:
             raise GatewayTimeoutError(f"POST {self._url} timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -84,15 +96,14 @@ class SSETransport:
     async def _events(self, response: httpx.Response, info: AttemptInfo) -> AsyncIterator[str]:
         validate = ChatChunk.model_validate_json
         index = 0
+        metered = _MeteredText(response, self._config.max_frame_bytes)
         try:
-            async for event in EventSource(response).aiter_sse():
+            async for event in EventSource(cast(httpx.Response, metered)).aiter_sse():
+                metered.since_event = 0
                 if not event.data:
                     continue  # docs/operations.md#sse-comment-blocks-arrive-as-empty-events
                 if event.event == "error":
-                    status, hints = _error_event(event.data)
-                    raise error_from_response(
-                        status, hints, event.data.encode(), what=f"stream of POST {self._url}"
-                    )
+                    raise _error_event(event.data, index, f"stream of POST {self._url}")
                 if event.event != "message":
                     continue
                 if event.data == "[DONE]":
@@ -100,10 +111,7 @@ class SSETransport:
                 try:
                     chunk = validate(event.data)
                 except ValidationError as exc:
-                    first = exc.errors(include_input=False, include_url=False)[0]
-                    field = ".".join(str(p) for p in first["loc"]) or "chunk"
-                    problem = "is not valid JSON" if first["type"] == "json_invalid" else f"has a bad '{field}'"
-                    raise GatewayProtocolError(f"SSE event {index} ({len(event.data)} bytes) {problem}") from None
+                    raise GatewayProtocolError(describe(exc, len(event.data), f"SSE event {index}")) from None
                 index += 1
                 if chunk.id:
                     info.response_id = chunk.id
@@ -114,22 +122,22 @@ class SSETransport:
                     if choice.finish_reason is not None:
                         info.finish_reason = choice.finish_reason
                     yield choice.delta.content or ""
-        except SSEError as exc:
-            raise GatewayProtocolError(f"POST {self._url} did not answer with an event stream: {exc}") from None
+        except SSEError:
+            raise GatewayProtocolError(f"POST {self._url} did not answer with an event stream") from None
         if info.finish_reason is None:
             raise StreamTruncatedError(f"SSE stream ended after {index} chunks without a finish_reason")
         if info.usage is None:
             raise GatewayProtocolError("SSE stream finished without reporting usage")
 
-    async def _whole(self, response: httpx.Response, info: AttemptInfo) -> str:
-        body = await response.aread()
+    async def _whole(self, response: httpx.Response, info: AttemptInfo, max_bytes: int) -> str:
+        limit = max_bytes + self._config.max_frame_bytes  # the answer plus its JSON envelope
+        body, complete = await read_limited(response, limit)
+        if not complete:
+            raise AnswerTooLargeError(f"non-streaming answer is larger than {limit} bytes; the connection was closed")
         try:
             completion = ChatCompletion.model_validate_json(body)
         except ValidationError as exc:
-            raise GatewayProtocolError(
-                f"non-streaming answer ({len(body)} bytes) is not a chat completion: "
-                f"{exc.error_count()} problems"
-            ) from None
+            raise GatewayProtocolError(describe(exc, len(body), "non-streaming answer")) from None
         choice = completion.choices[0]
         info.response_id = completion.id
         info.finish_reason = choice.finish_reason
@@ -140,20 +148,40 @@ class SSETransport:
         """The shared HTTP client belongs to the gateway client, which closes it."""
 
 
-def _error_event(data: str) -> tuple[int, dict[str, str]]:
-    """Status and retry hint of an ErrorBody sent as an ``event: error`` inside a 200 stream.
+def _error_event(data: str, index: int, what: str) -> GatewayError:
+    """The typed error for an ErrorBody sent as an ``event: error`` inside a 200 stream.
 
     The response headers were sent before the error happened, so the wait comes from the body's
     ``messageParams.retryAfter`` (or its ``retry_after``), presented as a ``Retry-After`` header.
+    An error event that is not a JSON object (or nests too deeply) breaks the contract.
     """
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return 500, {}
+    body = loads_or_none(data)
     if not isinstance(body, dict):
-        return 500, {}
+        return GatewayProtocolError(f"SSE error event after event {index} ({len(data)} bytes) is not a JSON object")
     status = body.get("status")
     params = body.get("messageParams") if isinstance(body.get("messageParams"), dict) else {}
     retry_after = params.get("retryAfter", body.get("retry_after"))
     hints = {"retry-after": str(retry_after)} if retry_after is not None else {}
-    return (int(status) if isinstance(status, int) else 500), hints
+    status = status if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599 else 500
+    return error_from_response(status, hints, data.encode(), what=what)
+
+
+class _MeteredText:
+    """What ``EventSource`` reads of a response (its headers and text), counting the characters
+    read since the last complete event; past ``limit`` the stream is too large to hold."""
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self.headers: Mapping[str, str] = response.headers
+        self._response = response
+        self._limit = limit
+        self.since_event = 0
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for text in self._response.aiter_text():
+            self.since_event += len(text)
+            if self.since_event > self._limit:
+                raise AnswerTooLargeError(
+                    f"SSE stream sent over max_frame_bytes={self._limit} without completing an event; "
+                    "the connection was closed"
+                )
+            yield text

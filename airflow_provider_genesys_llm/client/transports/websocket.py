@@ -22,6 +22,7 @@ from websockets.protocol import State
 
 from ..config import GatewayConfig
 from ..errors import (
+    AnswerTooLargeError,
     GatewayBadRequestError,
     GatewayConnectionError,
     GatewayError,
@@ -30,6 +31,7 @@ from ..errors import (
     GatewayTimeoutError,
     GatewayUnavailableError,
     StreamTruncatedError,
+    safe_code,
 )
 from ..models import (
     CompletionRequest,
@@ -42,6 +44,7 @@ from ..models import (
     StreamRejected,
     StreamRequestPayload,
 )
+from ..parsing import describe
 from ..responses import CORRELATION_HEADER, error_from_response
 from .base import AttemptInfo
 
@@ -51,6 +54,8 @@ _wire_log.setLevel(logging.INFO)
 
 #: Rejection and error-frame codes that another attempt may get past.
 RETRYABLE_CODES = frozenset({"rate_limited", "model_overloaded"})
+#: Close code websockets sends when a frame is over ``max_size`` (RFC 6455 "message too big").
+MESSAGE_TOO_BIG = 1009
 
 
 @dataclass(slots=True)
@@ -61,13 +66,17 @@ class _Session:
 
 
 def error_for_code(detail: ErrorDetail, *, where: str) -> GatewayError:
-    """Map a ``rejected`` or error-frame code onto the typed error that decides retrying."""
-    message = f"{where}: {detail.code}" + (f": {detail.message[:200]}" if detail.message else "")
+    """Map a ``rejected`` or error-frame code onto the typed error that decides retrying.
+
+    The frame's message is the gateway's free text: it goes to ``server_message`` only."""
+    code = safe_code(detail.code)
+    message = f"{where}: {code or 'unreadable error code'}"
+    common = {"code": code, "server_message": detail.message or None}
     if detail.code in RETRYABLE_CODES:
-        return GatewayRateLimitError(message, retry_after=detail.retry_after, code=detail.code)
+        return GatewayRateLimitError(message, retry_after=detail.retry_after, **common)
     if detail.code == "internal":
-        return GatewayUnavailableError(message, retry_after=detail.retry_after, code=detail.code)
-    return GatewayBadRequestError(message, code=detail.code)
+        return GatewayUnavailableError(message, retry_after=detail.retry_after, **common)
+    return GatewayBadRequestError(message, **common)
 
 
 class _StaleSession(Exception):
@@ -90,10 +99,7 @@ def _bad_frame(raw: str | bytes, index: int, problem: ValidationError) -> Except
         pass
     else:
         return _ErrorFrameReceived(error_for_code(detail, where=f"stream error in frame {index}"))
-    first = problem.errors(include_input=False, include_url=False)[0]
-    field = ".".join(str(p) for p in first["loc"]) or "frame"
-    kind = "is not valid JSON" if first["type"] == "json_invalid" else f"has a bad '{field}': {first['msg']}"
-    return GatewayProtocolError(f"frame {index} ({len(raw)} bytes) {kind}")
+    return GatewayProtocolError(describe(problem, len(raw), f"frame {index}"))
 
 
 class WebSocketTransport:
@@ -129,7 +135,7 @@ class WebSocketTransport:
                 close_timeout=2,
                 ssl=self._ssl,
                 logger=_wire_log,
-                max_size=2**22,
+                max_size=config.max_frame_bytes,
             )
         except InvalidStatus as exc:
             response = exc.response
@@ -137,7 +143,7 @@ class WebSocketTransport:
             raise error_from_response(
                 response.status_code, headers, response.body or b"", what=f"WebSocket upgrade {self._url}"
             ) from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise GatewayTimeoutError(
                 f"WebSocket connect to {self._url} exceeded {config.connect_timeout_seconds}s"
             ) from None
@@ -162,7 +168,10 @@ class WebSocketTransport:
                 f"no init_stream acknowledgement within {self._config.handshake_timeout_seconds}s"
             ) from None
         except ConnectionClosed as exc:
-            raise GatewayUnavailableError(f"session closed during init_stream (code {exc.rcvd.code if exc.rcvd else None})") from None
+            raise GatewayUnavailableError(
+                f"session closed during init_stream (code {exc.rcvd.code if exc.rcvd else None})",
+                server_message=exc.rcvd.reason if exc.rcvd else None,
+            ) from None
         try:
             return StreamReady.model_validate_json(raw).session_id
         except ValidationError:
@@ -246,11 +255,17 @@ class WebSocketTransport:
                     return
                 yield frame.token
         except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
+                raise AnswerTooLargeError(
+                    f"frame {index} is larger than max_frame_bytes={self._config.max_frame_bytes}; "
+                    "the session was closed"
+                ) from None
             if index == 0:
                 raise _StaleSession() from None
             code = exc.rcvd.code if exc.rcvd else None
             raise GatewayUnavailableError(
-                f"session closed mid-stream after {index} frames (close code {code})"
+                f"session closed mid-stream after {index} frames (close code {code})",
+                server_message=exc.rcvd.reason if exc.rcvd else None,
             ) from None
         if index == 0:
             raise _StaleSession()
