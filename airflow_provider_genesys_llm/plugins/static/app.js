@@ -82,11 +82,17 @@ function fillRuns() {
   fillSelect($("run"), [["", "all runs"], ...runs], false);
 }
 
-async function loadSummary() {
+// Each refresh has a number; answers that arrive after a newer refresh started are dropped, so a slow
+// answer for the previous choice never overwrites the current one.
+let generation = 0;
+const stale = (mine) => mine !== generation;
+
+async function loadSummary(mine) {
   const dag = $("dag").value;
   if (!dag) { setStatus("No DAG has written to this table yet."); return; }
   const params = { table: $("table").value, dag_id: dag, run_id: $("run").value };
   const s = await api("summary", params);
+  if (stale(mine)) return;
   $("cost-card").hidden = s.cost === null;
   const set = (testid, text) => { document.querySelector(`[data-testid="${testid}"]`).textContent = text; };
   set("completions", fmt(s.completions));
@@ -105,6 +111,7 @@ async function loadSummary() {
     [f.error_class], [fmt(f.count), true], [fmt(f.resolved), true], [f.messages.join("\n")],
   ]);
   const audit = await api("audit", { dag_id: dag, run_id: $("run").value });
+  if (stale(mine)) return;
   document.querySelector('[data-testid="audit-head"]').textContent =
     audit.head ? `seq ${audit.head.seq} · ${audit.head.record_hash}` : "no chain yet";
   rows(document.querySelector('[data-testid="audit-records"] tbody'), audit.records, (r) => [
@@ -159,11 +166,13 @@ async function search(event) {
 }
 
 async function refresh(what) {
+  const mine = ++generation;
+  document.body.dataset.loaded = "false";
   try {
     if (what === "table") await loadRuns();
     if (what === "dag") fillRuns();
-    await Promise.all([loadSummary(), loadTrends()]);
-    document.body.dataset.loaded = "true";
+    await Promise.all([loadSummary(mine), loadTrends()]);
+    if (!stale(mine)) document.body.dataset.loaded = "true";
   } catch (error) { setStatus(error.message); }
 }
 
