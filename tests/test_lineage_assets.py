@@ -2,9 +2,9 @@
 
 The enrichment DAG (tests/dags/genesys_llm_assets_test.py) runs under ``airflow dags test`` with
 OpenLineage's file transport and StatsD pointed at a UDP socket here, one item failing at the
-gateway. Then the real scheduler (``airflow scheduler -n 2``) creates the downstream DAG's
-asset-triggered run from the event, and ``airflow tasks test`` runs that run's task, which reads
-the triggering event's extra. Each figure in the extra is checked against the tables.
+gateway. Then a real scheduler (LocalExecutor) and API server (its execution API) run: the scheduler
+creates the downstream DAG's asset-triggered run from the event and its executor runs the task, which
+reads the triggering event's extra. Each figure in the extra is checked against the tables.
 """
 
 from __future__ import annotations
@@ -12,23 +12,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from airflow_runner import airflow_env, dags_test
-from ui_server import free_port
+from ui_server import api_server, free_port, stop_group
 
 from airflow_provider_genesys_llm.operators.assets import results_asset
 
 HERE = Path(__file__).resolve().parent
 ENRICH, DOWNSTREAM, TABLE = "genesys_llm_assets_enrich", "genesys_llm_assets_downstream", "asset_results"
 ITEMS = 6
+DOWNSTREAM_TIMEOUT = 180.0
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> str:
@@ -59,6 +62,37 @@ def drain(sock: socket.socket) -> list[str]:
             packets.extend(sock.recv(65535).decode().splitlines())
     except TimeoutError:
         return packets
+
+
+def run_downstream(env: dict[str, str], database: Path, work: Path) -> str:
+    """Scheduler plus API server until the downstream DAG's asset-triggered run ends; returns its run id."""
+    env = {**env, "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32)}
+    run = None
+    with api_server(env, work) as server, (work / "scheduler.log").open("wb") as log:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "scheduler"],
+            env={**env, "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{server.base_url}/execution/"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + DOWNSTREAM_TIMEOUT
+            while time.monotonic() < deadline and scheduler.poll() is None:
+                with sqlite3.connect(database) as db:
+                    run = db.execute(
+                        "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered'",
+                        (DOWNSTREAM,),
+                    ).fetchone()
+                if run and run[1] in ("success", "failed"):
+                    break
+                time.sleep(1.0)
+        finally:
+            stop_group(scheduler)
+    tail = (work / "scheduler.log").read_text(errors="replace")[-4000:]
+    assert run is not None, f"the scheduler created no asset-triggered run of the downstream DAG:\n{tail}"
+    assert run[1] == "success", f"downstream run {run}:\n{tail}"
+    return run[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,22 +126,15 @@ def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict
         packets = drain(statsd)
     finally:
         statsd.close()
-    airflow(env, "scheduler", "-n", "2")
+    downstream = run_downstream(env, Path(airflow_home, "airflow.db"), work)
     with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
-        runs = db.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? AND run_type = 'asset_triggered' ORDER BY id DESC",
-            (DOWNSTREAM,),
-        ).fetchall()
         (enrich_run,) = db.execute(
             "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (ENRICH,)
         ).fetchone()
-    assert runs, "the scheduler created no asset-triggered run of the downstream DAG"
-    airflow(env, "tasks", "test", DOWNSTREAM, "read_event", runs[0][0])
-    with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
         (read,) = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'read_event'"
             " AND key = 'return_value'",
-            (DOWNSTREAM, runs[0][0]),
+            (DOWNSTREAM, downstream),
         ).fetchone()
     return {"read": json.loads(read), "enrich_run": enrich_run, "lineage": lineage, "statsd": packets}
 

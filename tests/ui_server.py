@@ -83,7 +83,8 @@ def api_server(env: dict[str, str], workdir: Path) -> Iterator[ApiServer]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        # A caller that also runs a scheduler passes the secret both must share (task tokens).
+        "AIRFLOW__API_AUTH__JWT_SECRET": env.get("AIRFLOW__API_AUTH__JWT_SECRET") or secrets.token_urlsafe(32),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
     }
     with log_path.open("wb") as log:
@@ -113,11 +114,12 @@ def api_server(env: dict[str, str], workdir: Path) -> Iterator[ApiServer]:
                 raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')[-4000:]}") from None
             yield ApiServer(base_url, "admin", password, log_path)
         finally:
-            _stop(process)
+            stop_group(process)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (uvicorn and its worker), SIGKILL after a bounded wait."""
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group (uvicorn and its worker, a scheduler and its executor), SIGKILL after a
+    bounded wait."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

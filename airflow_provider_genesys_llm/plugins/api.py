@@ -8,7 +8,6 @@ Airflow's login when there is no valid session.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import queries
 from .settings import Settings, SettingsError, TableName, load_settings
-
-log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 MAX_DAYS = 366
