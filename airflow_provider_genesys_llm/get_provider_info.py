@@ -68,6 +68,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_genesys_llm.operators.completion",
                     "airflow_provider_genesys_llm.operators.batch",
                     "airflow_provider_genesys_llm.operators.transcripts",
+                    "airflow_provider_genesys_llm.operators.erasure",
                 ],
             }
         ],
@@ -90,6 +91,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "config": _PLUGIN_CONFIG,
+        "task-decorators": [
+            {
+                "class-name": "airflow_provider_genesys_llm.decorators.genesys_llm.genesys_llm_task",
+                "name": "genesys_llm",
+            }
+        ],
         "notifications": ["airflow_provider_genesys_llm.callbacks.audit.GenesysAuditNotifier"],
         "hooks": [
             {

@@ -14,9 +14,11 @@ import os
 import secrets
 from datetime import datetime, timedelta, timezone
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pgserver
@@ -98,6 +100,21 @@ def airflow(env: dict[str, str], *args: str) -> None:
         raise SystemExit(f"airflow {' '.join(args)} failed with exit code {done.returncode}")
 
 
+def witnessed_heads() -> list[Any]:
+    """The audit chain heads the batch tasks published in their XCom manifests, from every run so far:
+    a witness kept in Airflow's database, out of reach of the role that writes the audit chain."""
+    from airflow_provider_genesys_llm.governance.witness import ChainHead
+
+    with sqlite3.connect(STATE / "airflow" / "airflow.db") as db:
+        values = [value for (value,) in db.execute("SELECT value FROM xcom WHERE key = 'return_value'")]
+    heads = []
+    for value in values:
+        document = json.loads(value) if isinstance(value, (str, bytes)) else value
+        if isinstance(document, dict) and isinstance(document.get("audit_head"), dict):
+            heads.append(ChainHead.model_validate(document["audit_head"]))
+    return heads
+
+
 def counters(gateway: str) -> dict[str, int]:
     return httpx.get(f"http://{gateway}/_emulator/counters").json()
 
@@ -123,21 +140,27 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
         ).fetchone()
         failures = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE NOT resolved").fetchone()[0]
     sent = after["ws_requests"] + after["sse"] - before["ws_requests"] - before["sse"]
-    chain = verify_chain(lambda: psycopg.connect(conninfo))
+    heads = witnessed_heads()
+    chain = verify_chain(lambda: psycopg.connect(conninfo), witnesses=heads)
     print(f"\n== {DAG_ID} for {LOGICAL_DATE} ==")
     print(f"transcripts landed (PII masked): {transcripts}   enriched rows in pgvector table {TABLE}: {rows}   failures: {failures}")
     print(f"completion requests sent this run: {sent}" + ("" if sent else "   (every transcript was already enriched: nothing re-sent)"))
     print(f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms, time to first token p50 {ttft or 0:.1f} ms")
-    print(f"audit chain: {'OK' if chain.ok else 'BROKEN'} ({chain.rows_checked} records)" + (f": {chain.problem}" if chain.problem else ""))
+    print(
+        f"audit chain: {'OK' if chain.ok else 'BROKEN'} ({chain.rows_checked} records,"
+        f" {chain.witnesses_checked} head(s) witnessed in XCom match)" + (f": {chain.problem}" if chain.problem else "")
+    )
     query_vector = httpx.post(
         f"http://{gateway}/api/v2/ai/llm/gateway/embeddings",
         json={"model": "genesys-embed-v1", "input": [QUERY]},
         headers={"Authorization": "Bearer " + token(gateway)},
     ).json()["data"][0]["embedding"]
     store = PgVectorStore(lambda: psycopg.connect(conninfo), table=TABLE, dimension=len(query_vector))
-    print(f'top matches for "{QUERY}":')
+    print(f'semantic search, top 3 for "{QUERY}" (cosine distance: 0 = same direction, lower is closer):')
     for match in store.similarity_search(query_vector, k=3):
-        print(f"  {match.distance:.3f}  {match.source_id[:36]}  {match.content[:80]}")
+        answer = json.loads(match.content or "{}")
+        print(f"  distance={match.distance:.3f}  intent={answer.get('intent')}  conversation={match.source_id[:36]}")
+        print(f"      summary: {str(answer.get('summary', ''))[:110]}")
     store.close()
 
 

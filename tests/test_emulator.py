@@ -697,6 +697,9 @@ def test_every_config_field_can_be_patched() -> None:
         "enforce_rate_limit": True,
         "idle_timeout": 1,
         "max_embedding_inputs": 2,
+        "org_max_concurrent_streams": 8,
+        "org_requests_per_minute": 300,
+        "org_retry_after_seconds": 2.5,
     }
     assert set(values) == {field.name for field in fields(EmulatorConfig)}
     patched = config.patched(values)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import psycopg
 
 from airflow_runner import airflow_env, dags_test
+from statsd_listener import StatsdListener
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,15 +29,8 @@ def dump_tables(pg_server, tables: list[str]) -> str:
 
 def test_no_pii_in_logs_xcom_rows_or_audit_and_metrics_are_emitted(airflow_home, emulator, pg_server):
     emulator.add_fault(endpoint="ws", kind="pii_output", text=PII_IN_OUTPUT, split=5, count=None)
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.2)
-    env = airflow_env(airflow_home, HERE / "dags", emulator, pg_server)
-    env.update(
-        AIRFLOW__METRICS__STATSD_ON="True",
-        AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
-        AIRFLOW__METRICS__STATSD_PORT=str(statsd.getsockname()[1]),
-    )
+    statsd = StatsdListener()
+    env = {**airflow_env(airflow_home, HERE / "dags", emulator, pg_server), **statsd.env}
     done = dags_test(env, "genesys_llm_pii_test", "2026-11-18")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
@@ -55,13 +48,8 @@ def test_no_pii_in_logs_xcom_rows_or_audit_and_metrics_are_emitted(airflow_home,
         assert value not in xcoms, f"PII {value!r} reached an XCom"
         assert value not in logs, f"PII {value!r} reached a log"
 
-    packets = []
-    try:
-        while True:
-            packets.append(statsd.recv(65535).decode())
-    except TimeoutError:
-        pass
-    metrics = "\n".join(packets)
+    metrics = statsd.received()
+    statsd.close()
     assert "genesys_llm.completion.ttft_ms" in metrics and "genesys_llm.completion.success.count" in metrics
 
     verify = subprocess.run(

@@ -15,6 +15,7 @@ from typing import Any
 from ..client.errors import GatewayError
 from ..client.transcripts import Conversation, TranscriptRecord, TranscriptSource
 from ..governance.masking import PiiMasker
+from ..sinks.erasure import TombstoneList
 from ..sinks.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class LandingStats:
     rows_written: int = 0
     missing: int = 0
     masked_values: int = 0
+    erased: int = 0
     failed_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
@@ -36,6 +38,7 @@ class LandingStats:
             "rows_written": self.rows_written,
             "without_transcript": self.missing,
             "masked_values": self.masked_values,
+            "skipped_erased": self.erased,
             "failed_conversation_ids": self.failed_ids[:50],
         }
 
@@ -65,7 +68,9 @@ async def land_transcripts(
     masker: PiiMasker | None,
     concurrency: int = 8,
     chunk_size: int = 200,
+    tombstones: TombstoneList | None = None,
 ) -> LandingStats:
+    """Land the job's transcripts; erased conversations (``tombstones``) are not even downloaded."""
     stats = LandingStats()
     queue: asyncio.Queue[Conversation | None] = asyncio.Queue(maxsize=concurrency * 2)
     pending: list[TranscriptRecord] = []
@@ -79,6 +84,9 @@ async def land_transcripts(
 
     async def worker() -> None:
         while (conversation := await queue.get()) is not None:
+            if tombstones is not None and tombstones.is_erased(conversation.conversationId):
+                stats.erased += 1
+                continue
             for communication_id in conversation.communication_ids():
                 try:
                     records = await source.transcript(conversation.conversationId, communication_id)
@@ -90,6 +98,10 @@ async def land_transcripts(
                     log.warning("transcript of conversation %s failed: %s", conversation.conversationId, type(exc).__name__)
                     continue
                 for record in records:
+                    key = f"{record.conversation_id}:{record.communication_id}:{record.transcript_id}"
+                    if tombstones is not None and tombstones.is_erased(key):
+                        stats.erased += 1
+                        continue
                     if masker is not None:
                         record, found = mask_record(record, masker)
                         stats.masked_values += found

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any, Protocol
 
@@ -436,12 +437,16 @@ class BatchRunner:
             except Exception as exc:  # noqa: BLE001 - raised by _store after the other writes
                 written = None
                 errors.append(exc)
-        for write, batch in ((self._sink.record_failures, failures), (self._append_audits, audits)):
-            if batch:
-                try:
-                    write(batch)
-                except Exception as exc:  # noqa: BLE001 - as above
-                    errors.append(exc)
+        later: list[Callable[[], object]] = []
+        if failures:
+            later.append(partial(self._sink.record_failures, failures))
+        if audits:
+            later.append(partial(self._append_audits, audits))
+        for write in later:
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001 - as above
+                errors.append(exc)
         return written, errors
 
     def _append_audits(self, audits: list[AuditRecord]) -> None:
@@ -561,7 +566,7 @@ class BatchRunner:
                 return [walk(item) for item in value]
             return value
 
-        return walk(dict(metadata))
+        return {walk(key): walk(item) for key, item in metadata.items()}
 
     def _failure_row(self, result_id: str, source_id: str, error_class: str, message: str, attempts: int) -> FailureRow:
         return FailureRow(

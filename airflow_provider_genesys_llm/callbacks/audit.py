@@ -15,7 +15,7 @@ import psycopg
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, AuditRecord, TokenUsage
+from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, AuditRecord, RecordStatus, TokenUsage
 from ..governance.witness import ChainHead
 from ..sinks.pgvector import airflow_conninfo
 
@@ -43,7 +43,7 @@ def record_context(
 def task_audit_record(
     context: Mapping[str, Any],
     *,
-    status: str,
+    status: RecordStatus,
     error_class: str | None = None,
     conn_id: str | None = None,
     model: str | None = None,
@@ -55,7 +55,7 @@ def task_audit_record(
     """The ``kind="task"`` record of the task instance in ``context``."""
     return AuditRecord(
         kind="task",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         model=model,
         usage=TokenUsage(**usage) if usage else None,
         attempts=attempts,
@@ -98,7 +98,7 @@ def publish_head(store: AuditChainStore) -> ChainHead | None:
     return head
 
 
-def _status_of(context: Mapping[str, Any]) -> tuple[str, str | None]:
+def _status_of(context: Mapping[str, Any]) -> tuple[RecordStatus, str | None]:
     exception = context.get("exception")
     if exception is None:
         return "success", None

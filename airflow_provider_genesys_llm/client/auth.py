@@ -158,8 +158,12 @@ class TokenProvider:
         body = loads(response.content, f"OAuth answer from {url}")
         value = body.get("access_token") if isinstance(body, dict) else None
         expires_in = body.get("expires_in") if isinstance(body, dict) else None
-        numeric = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)
-        if not isinstance(value, str) or not value or not numeric:
+        if (
+            not isinstance(value, str)
+            or not value
+            or isinstance(expires_in, bool)  # an int to isinstance, and not a lifetime
+            or not isinstance(expires_in, (int, float))
+        ):
             raise GatewayProtocolError(f"OAuth answer from {url} lacks access_token or a numeric expires_in")
         token_type = body.get("token_type", "bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":

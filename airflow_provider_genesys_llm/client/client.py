@@ -133,7 +133,7 @@ class CompletionStream:
         duration = finished - attempt_started
         self.result = CompletionResult(
             text="".join(parts),
-            finish_reason=info.finish_reason,  # type: ignore[arg-type]  # transports guarantee it
+            finish_reason=info.finish_reason,  # transports set it before the stream ends
             usage=usage,
             request_id=request.request_id,
             correlation_id=info.correlation_id,

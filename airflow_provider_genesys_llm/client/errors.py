@@ -18,7 +18,7 @@ chained cause or context that could hold that text.
 from __future__ import annotations
 
 import re
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypedDict, TypeVar, Unpack
 
 #: How much of the gateway's free text an error keeps on ``server_message``.
 SERVER_MESSAGE_LIMIT = 500
@@ -26,6 +26,16 @@ SERVER_MESSAGE_LIMIT = 500
 _CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _E = TypeVar("_E", bound=BaseException)
+
+
+class ErrorDetails(TypedDict, total=False):
+    """What an answer told about a failure, as ``GatewayError``'s keyword arguments: built once
+    where an answer is read and passed to whichever class its status picks."""
+
+    status_code: int | None
+    code: str | None
+    correlation_id: str | None
+    server_message: str | None
 
 
 def safe_code(code: str | None) -> str | None:
@@ -128,8 +138,8 @@ class GatewayBadRequestError(GatewayError):
 class _WaitsForRetryAfter(GatewayError):
     """An error that can say how long to wait before the next attempt."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, retry_after: float | None = None, **details: Unpack[ErrorDetails]) -> None:
+        super().__init__(message, **details)
         self.retry_after = retry_after
 
 

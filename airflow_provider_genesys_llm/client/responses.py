@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 from .errors import (
+    ErrorDetails,
     GatewayAuthError,
     GatewayBadRequestError,
     GatewayError,
@@ -88,7 +89,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
     detail = f"{what} answered {status}" + (f" {code}" if code else "")
     if correlation_id:
         detail += f" (correlation id {correlation_id})"
-    common = {
+    common: ErrorDetails = {
         "status_code": status,
         "code": code,
         "correlation_id": correlation_id,

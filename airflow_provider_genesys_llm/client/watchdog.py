@@ -10,7 +10,7 @@ the stream really is stuck does it cancel the task, and the cancellation becomes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from .errors import GatewayTimeoutError
 
@@ -60,7 +60,9 @@ class _Watchdog:
             uncancel()
 
 
-async def watched(frames: AsyncIterator[str], *, first_frame: float, idle: float, total: float) -> AsyncIterator[str]:
+async def watched(
+    frames: AsyncIterator[str], *, first_frame: float, idle: float, total: float
+) -> AsyncGenerator[str, None]:
     """Re-yield ``frames``, raising ``GatewayTimeoutError`` when the gateway goes quiet too long."""
     watchdog = _Watchdog(first_frame, idle, total)
     loop_time = watchdog.loop.time

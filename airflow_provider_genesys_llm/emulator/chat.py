@@ -35,6 +35,7 @@ from .plan import (
     paced,
     plan_completion,
 )
+from .quota import QuotaRefusal
 from .responses import openai_error, openai_error_body, platform_error, platform_error_body, retry_after_value
 from .state import EmulatorState
 from .validation import CompletionRequest, InvalidRequest, decode_json, parse_chat_request, parse_openai_request
@@ -195,17 +196,30 @@ def chat_endpoint(route: ChatRoute) -> Callable[[Request], Awaitable[Response]]:
             completion = route.parse(decode_json(body), request_id, state.config)
         except InvalidRequest as exc:
             return route.shape.error_response(400, str(exc), admission.correlation_id, headers)
-        plan = plan_completion(state, route.endpoint, completion, first_sighting)
-        shape = route.shape(completion, admission.correlation_id)
-        if plan.refusal is not None:
-            return shape.failure_response(plan.refusal, headers)
-        if completion.stream:
-            return StreamingResponse(
-                _event_stream(plan, shape),
-                media_type="text/event-stream",
-                headers={**headers, "Cache-Control": "no-cache"},
+        ticket = state.quota.admit(state.config, state.counters.quota, completion)
+        if isinstance(ticket, QuotaRefusal):
+            return route.shape.error_response(
+                429, ticket.message, admission.correlation_id, headers,
+                code="too.many.requests", retry_after=str(ticket.retry_after),
             )
-        return await _whole_answer(plan, shape, headers)
+        streaming = False
+        try:
+            plan = plan_completion(state, route.endpoint, completion, first_sighting)
+            ticket.planned(plan)
+            shape = route.shape(completion, admission.correlation_id)
+            if plan.refusal is not None:
+                return shape.failure_response(plan.refusal, headers)
+            if completion.stream:
+                streaming = True  # the body releases the ticket when it ends
+                return StreamingResponse(
+                    ticket.held_during(_event_stream(plan, shape)),
+                    media_type="text/event-stream",
+                    headers={**headers, "Cache-Control": "no-cache"},
+                )
+            return await _whole_answer(plan, shape, headers)
+        finally:
+            if not streaming:
+                ticket.release()
 
     return endpoint
 

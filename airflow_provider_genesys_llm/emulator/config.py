@@ -75,6 +75,10 @@ class EmulatorConfig:
     enforce_rate_limit: bool = False
     idle_timeout: float = 60.0
     max_embedding_inputs: int = 256
+    # Organisation-wide quota over every client and token (quota.py); 0 switches a limit off.
+    org_max_concurrent_streams: int = 0
+    org_requests_per_minute: int = 0
+    org_retry_after_seconds: float = 1.0  # Retry-After of a concurrent-stream refusal
 
     @property
     def max_tokens_limit(self) -> int:
@@ -198,6 +202,9 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "rate_limit_per_minute": _integer(1),
     "enforce_rate_limit": _boolean,
     "idle_timeout": _number(allow_zero=False),
+    "org_max_concurrent_streams": _integer(0),
+    "org_requests_per_minute": _integer(0),
+    "org_retry_after_seconds": _number(allow_zero=False),
     "max_embedding_inputs": _integer(1),
 }
 

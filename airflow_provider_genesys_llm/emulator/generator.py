@@ -2,9 +2,11 @@
 
 Tests need answers that are the same on every run and in every process (to compare a retried
 request with its first attempt, or a re-run DAG with its first run), so everything here derives
-from BLAKE2b digests of the input, never from `random` or Python's salted `hash()`. Completion
-text comes as word-sized tokens with a leading space, like a real tokenizer's; embeddings are
-hashed bag-of-words vectors, so texts that share words are closer than texts that do not.
+from the input (the transcript's reading by `standin_model`, and BLAKE2b digests where a choice
+stands in for sampling), never from `random` or Python's salted `hash()`. Completion text comes
+as word-sized tokens with a leading space, like a real tokenizer's; embeddings are hashed
+bag-of-words vectors, so texts that share words are closer than texts that do not: together,
+a query finds the stored summaries that talk about the same thing.
 """
 
 from __future__ import annotations
@@ -17,26 +19,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from . import standin_model
+
 if TYPE_CHECKING:
     from .validation import CompletionRequest
-
-_WORDS: tuple[str, ...] = (
-    "the", "customer", "agent", "called", "about", "a", "billing", "issue", "with", "their", "account",
-    "and", "asked", "for", "refund", "of", "last", "month", "charge", "was", "resolved", "after", "checking",
-    "order", "status", "delivery", "delayed", "by", "two", "days", "confirmed", "address", "update",
-    "requested", "callback", "tomorrow", "morning", "explained", "policy", "offered", "credit", "accepted",
-    "payment", "method", "expired", "card", "replaced", "subscription", "plan", "upgrade", "cancel",
-    "service", "outage", "in", "area", "restored", "technician", "visit", "scheduled", "password", "reset",
-    "link", "sent", "email", "verified", "identity", "promptly", "frustrated", "satisfied", "overall",
-    "wait", "time", "long", "apologized", "escalated", "supervisor", "ticket", "opened", "follow", "up",
-    "needed", "within", "week", "invoice", "corrected", "discount", "applied", "next", "cycle", "product",
-    "defective", "return", "label", "issued", "warranty", "covers", "repair", "no", "further", "action",
-)
-_SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative", "mixed")
-_INTENTS: tuple[str, ...] = (
-    "billing_dispute", "technical_support", "cancellation", "account_update", "refund_request", "general_inquiry",
-)
-_SHORTEST_SENTENCE, _LONGEST_SENTENCE = 6, 14
 
 
 class _Stream:
@@ -72,12 +58,22 @@ def estimate_tokens(text: str) -> int:
 
 
 def completion_tokens(request: CompletionRequest, count: int, insertion: Insertion | None = None) -> list[str]:
-    """About `count` tokens answering `request`, a JSON object when the request wants JSON."""
-    stream = _Stream(_seed(request))
+    """`count` tokens answering `request` (see `standin_model`): a JSON object with sentiment, intent
+    and summary when the request wants JSON (never fewer than its frame and one summary token), else
+    the summary as prose; a planted `insertion` comes on top."""
+    reading = standin_model.read(_transcript(request))
+    lead = _Stream(_seed(request)).pick(standin_model.LEADS[reading.intent])
     if request.json_output:
-        return _json_tokens(stream, count, insertion)
-    tokens = _prose_tokens(stream, count)
+        return _json_tokens(reading, lead, count, insertion)
+    sentences = reading.summary([lead, f"Sentiment is {reading.sentiment}."], count)
+    tokens = _fitted(_tokens(sentences), count)
     return _inserted(tokens, len(tokens) // 2, insertion, escape=False)
+
+
+def _transcript(request: CompletionRequest) -> str:
+    """What the model reads: the user messages, else the template variables' values."""
+    user = [message.content for message in request.messages if message.role == "user"]
+    return "\n".join(user) if user else "\n".join(str(value) for value in request.variables.values())
 
 
 def _seed(request: CompletionRequest) -> bytes:
@@ -93,28 +89,37 @@ def _seed(request: CompletionRequest) -> bytes:
     return hashlib.blake2b(encoded, digest_size=32).digest()
 
 
-def _prose_tokens(stream: _Stream, count: int) -> list[str]:
-    """Sentences of vocabulary words: the first token bare, later ones with a leading space."""
+def _tokens(sentences: list[str], *, escape: bool = False) -> list[str]:
+    """Word tokens, the first bare and later ones with a leading space, and a "." ending each sentence
+    (JSON-escaped with `escape`, for text inside a JSON string)."""
     tokens: list[str] = []
-    while len(tokens) < count:
-        length = _SHORTEST_SENTENCE + stream.below(_LONGEST_SENTENCE - _SHORTEST_SENTENCE + 1)
-        sentence = [stream.pick(_WORDS) for _ in range(length)]
-        first_word = sentence[0].capitalize()
-        tokens.append(first_word if not tokens else f" {first_word}")
-        tokens.extend(f" {word}" for word in sentence[1:])
+    for sentence in sentences:
+        for word in sentence.rstrip(".").split():
+            word = json.dumps(word)[1:-1] if escape else word
+            tokens.append(word if not tokens else f" {word}")
         tokens.append(".")
+    return tokens
+
+
+def _fitted(tokens: list[str], count: int) -> list[str]:
+    """`tokens` cut, or padded with `standin_model.FILLER`, to exactly `count`: the emulator's
+    answers have a configured length (`completion_tokens`), whatever the transcript says."""
+    filler = _tokens([standin_model.FILLER])
+    while len(tokens) < count:
+        tokens = tokens + ([f" {filler[0]}"] if tokens else filler[:1]) + filler[1:]
     return tokens[:count]
 
 
-def _json_tokens(stream: _Stream, count: int, insertion: Insertion | None) -> list[str]:
+def _json_tokens(reading: standin_model.Reading, lead: str, count: int, insertion: Insertion | None) -> list[str]:
     """`{"sentiment": ..., "intent": ..., "summary": "..."}`, the summary sized to fill `count`."""
     head = [
-        '{"', "sentiment", '":', ' "', stream.pick(_SENTIMENTS), '",',
-        ' "', "intent", '":', ' "', stream.pick(_INTENTS), '",',
+        '{"', "sentiment", '":', ' "', reading.sentiment, '",',
+        ' "', "intent", '":', ' "', reading.intent, '",',
         ' "', "summary", '":', ' "',
     ]
     tail = ['"}']
-    summary = _prose_tokens(stream, max(1, count - len(head) - len(tail)))
+    budget = max(1, count - len(head) - len(tail))
+    summary = _fitted(_tokens(reading.summary([lead], budget), escape=True), budget)
     summary = _inserted(summary, len(summary) // 2, insertion, escape=True)
     return head + summary + tail
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import ContactCenterConfig, EmulatorConfig
 from .faults import FaultRule, Phase
+from .quota import OrgQuota, QuotaCounters
 
 # Requests that make up `total`; the other counters count things inside those requests.
 # Section 9 (analytics jobs, transcripts): one request counter per endpoint, named like its faults.
@@ -88,6 +89,7 @@ class Counters:
         self.ws_client_ids: Counter[str] = Counter()
         # Request payloads as they arrived, for tests that check what left the client (masking).
         self.payloads: deque[str] = deque(maxlen=PAYLOAD_HISTORY)
+        self.quota = QuotaCounters()  # the organisation quota's refusals and the paid-for counts
 
     def note_payload(self, payload: bytes | str) -> None:
         """Keep one completion or embeddings request body (or WebSocket request message) as received."""
@@ -109,6 +111,7 @@ class Counters:
             **{name: self.values[name] for name in names},
             "ws_client_ids": dict(self.ws_client_ids),
             "request_ids": list(self.request_ids),
+            **self.quota.snapshot(),
         }
 
 
@@ -136,6 +139,7 @@ class EmulatorState:
         self.counters = Counters()
         self._sighted_request_ids: dict[str, None] = {}
         self._rate_windows: dict[str, _RateWindow] = {}
+        self.quota = OrgQuota()
         self._config_changed = asyncio.Event()
         self.reset()
 
@@ -148,6 +152,7 @@ class EmulatorState:
         self.counters = Counters()
         self._sighted_request_ids.clear()
         self._rate_windows.clear()
+        self.quota.reset_window()
         if tokens:
             self.tokens.clear()
 

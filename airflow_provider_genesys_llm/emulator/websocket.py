@@ -33,6 +33,7 @@ from .plan import (
     paced,
     plan_completion,
 )
+from .quota import QuotaRefusal, quota_frame_error
 from .state import EmulatorState
 from .validation import InvalidRequest, decode_json, parse_ws_request, request_id_of
 
@@ -144,8 +145,17 @@ async def _serve_requests(websocket: WebSocket, state: EmulatorState) -> None:
         except InvalidRequest as exc:
             await websocket.send_text(json.dumps({"error": _error("invalid_request", str(exc))}))
             continue
-        if not await _stream(websocket, plan_completion(state, "ws", request, first_sighting)):
-            return
+        ticket = state.quota.admit(state.config, state.counters.quota, request)
+        if isinstance(ticket, QuotaRefusal):
+            await websocket.send_text(json.dumps(quota_frame_error(ticket)))
+            continue
+        try:
+            plan = plan_completion(state, "ws", request, first_sighting)
+            ticket.planned(plan)
+            if not await _stream(websocket, plan):
+                return
+        finally:
+            ticket.release()
 
 
 async def _stream(websocket: WebSocket, plan: CompletionPlan) -> bool:

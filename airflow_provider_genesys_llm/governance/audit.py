@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .canonical import canonical_json
 
-# Re-exported: the operators, callbacks and users import the chain and its witnesses from here.
-from .chain import (  # noqa: F401
+# Re-exported (listed in ``__all__``): the operators, callbacks and users import the chain and its
+# witnesses from here.
+from .chain import (
     DEFAULT_TABLE,
     AuditChainError,
     AuditChainStore,
@@ -28,7 +29,7 @@ from .chain import (  # noqa: F401
     chain_hash,
     verify_chain,
 )
-from .witness import (  # noqa: F401
+from .witness import (
     GENESIS_HASH,
     HEAD_LOG_PREFIX,
     ChainHead,
@@ -36,12 +37,37 @@ from .witness import (  # noqa: F401
     heads_from_log_lines,
 )
 
+__all__ = [
+    "COMPLIANCE_TAG",
+    "DEFAULT_TABLE",
+    "GENESIS_HASH",
+    "HEAD_LOG_PREFIX",
+    "LOG_PREFIX",
+    "AuditChainError",
+    "AuditChainStore",
+    "AuditLog",
+    "AuditRecord",
+    "ChainHead",
+    "ChainVerification",
+    "ConnectionFactory",
+    "ParameterValue",
+    "RecordStatus",
+    "Timings",
+    "TokenUsage",
+    "WitnessFormatError",
+    "chain_hash",
+    "heads_from_log_lines",
+    "verify_chain",
+]
+
 #: Tag carried by every record, naming the governance scheme the records follow.
 COMPLIANCE_TAG = "GENESYS_AI_GATEWAY_V2"
 #: Prefix of audit log lines, for log search and shipping rules.
 LOG_PREFIX = "GENESYS_AUDIT "
 
 ParameterValue = str | int | float | bool | None
+#: How a completion or task ended.
+RecordStatus = Literal["success", "failed", "skipped"]
 
 
 class TokenUsage(BaseModel):
@@ -72,7 +98,7 @@ class AuditRecord(BaseModel):
 
     audit_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     kind: Literal["completion", "task"]
-    status: Literal["success", "failed", "skipped"]
+    status: RecordStatus
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None

@@ -80,4 +80,4 @@ class ChainSql:
         """``sql/<name>`` with this chain's identifiers (and ``extra`` ones) in its placeholders."""
         from psycopg import sql
 
-        return sql.SQL(sql_script(name)).format(**self.identifiers, **extra)  # type: ignore[arg-type]
+        return sql.SQL(sql_script(name)).format(**self.identifiers, **extra)

@@ -32,13 +32,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
-try:  # the regular expression parser: private, but the only way to bound what a pattern reads
-    from re import _constants as sre_constants  # type: ignore[attr-defined]
-    from re import _parser as sre_parser
-except ImportError:  # Python 3.10
+# The standard library has no public way to ask how far a pattern can read, and an extra pattern's
+# reach must be bounded (see above). So its own parser, ``re._parser``, measures it: the one that
+# compiles the pattern, so the bound cannot disagree with the matcher. ``sre_parse`` and
+# ``sre_constants`` are that parser's old names, kept as aliases that warn on import since Python
+# 3.11; typeshed describes the parser only under them, so the type checker reads those.
+# tests/test_masking.py pins the measured reach, so a change in a new Python release shows there.
+if TYPE_CHECKING:
     import sre_constants
     import sre_parse as sre_parser
+else:
+    from re import _constants as sre_constants
+    from re import _parser as sre_parser
 
 #: Longest reach allowed for an extra pattern, lookaheads included.
 MAX_EXTRA_REACH = 256
@@ -83,7 +90,9 @@ def _lookarounds(tree: object) -> Iterator[tuple[bool, int]]:
     if isinstance(tree, sre_parser.SubPattern):
         for op, argument in tree.data:
             if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-                direction, subpattern = argument
+                # A lookaround's argument is (direction, subpattern); typeshed's union of argument
+                # shapes leaves this one out.
+                direction, subpattern = cast("tuple[int, sre_parser.SubPattern]", argument)
                 yield direction > 0, subpattern.getwidth()[1]
             yield from _lookarounds(argument)
     elif isinstance(tree, (tuple, list)):

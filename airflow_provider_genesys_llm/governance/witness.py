@@ -122,8 +122,9 @@ def _message(line: str) -> str:
             entry = json.loads(text)
         except ValueError:
             return text
-        if isinstance(entry, dict) and isinstance(entry.get("event"), str):
-            return entry["event"]
+        event = entry.get("event") if isinstance(entry, dict) else None
+        if isinstance(event, str):
+            return event
     return text
 
 

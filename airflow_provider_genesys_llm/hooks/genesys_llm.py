@@ -19,6 +19,7 @@ from ..client.transcripts import JOBS_PATH, JobStatus, TranscriptSource
 from ..governance.completion import GovernedCompletion, complete_governed, stream_governed
 from ..governance.policy import Governance
 from ._loop import BackgroundLoop
+from .erasure import ErasureHookMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -30,7 +31,7 @@ CONNECTION_EXTRAS = frozenset(GatewayConfig.model_fields) - {"client_id", "clien
 COUNT_PAGE_SIZE = 1000
 
 
-class GenesysLLMHook(BaseHook):
+class GenesysLLMHook(ErasureHookMixin, BaseHook):
     """Interact with the Genesys Cloud LLM Gateway.
 
     Synchronous methods run on one private event loop per hook, so consecutive calls reuse the

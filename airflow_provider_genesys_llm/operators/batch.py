@@ -7,11 +7,12 @@ hundreds of streams share one thread.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal
+from functools import partial
+from typing import Any, ClassVar, Literal
 
 import psycopg
-
 from airflow.sdk import BaseAsyncOperator, BaseHook, Context
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -23,13 +24,14 @@ from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog
 from ..governance.filters import OutputFilter
 from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
-from .metrics import StatsObserver
-from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
-from .lineage import batch_lineage  # issue 11: OpenLineage
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
-from .rendered_fields import MaskedRenderedFieldsMixin
+from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import PgVectorStore, airflow_conninfo
+from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
+from .lineage import batch_lineage  # issue 11: OpenLineage
+from .metrics import StatsObserver
+from .rendered_fields import MaskedRenderedFieldsMixin
 
 #: Request options that apply to every item unless the item overrides them.
 REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id", "transport", "response_format")
@@ -46,6 +48,11 @@ class BatchFailedError(RuntimeError):
         self.transient = transient
 
 
+def store_conninfo(operator: GenesysLLMBatchCompletionOperator) -> str:
+    """libpq conninfo of the results database (a Unix-socket directory as host works)."""
+    return airflow_conninfo(BaseHook.get_connection(operator.postgres_conn_id))
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether another try of the task may succeed: the error's own ``transient`` when it has one
     (gateway, sink and batch errors do), else not for ``ValueError``/``TypeError`` (invalid configuration)."""
@@ -57,15 +64,15 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
-    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor). Each item has an
-    ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
+    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor).
+    Each item has an ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
     Results are keyed by a hash of (item id, prompt, model, parameters): with
     ``skip_existing`` a retry or re-run sends only what is not stored yet.
     """
 
     template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
     template_fields_renderers = {"sql": "sql", "items": "json"}
-    masked_template_fields = ("items", "sql_parameters", "system")
+    masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
 
     def __init__(
         self,
@@ -106,7 +113,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        sources = [name for name, value in (("items", items), ("jsonl_path", jsonl_path), ("sql", sql)) if value is not None]
+        sources = [
+            name for name, value in (("items", items), ("jsonl_path", jsonl_path), ("sql", sql)) if value is not None
+        ]
         if len(sources) != 1:
             raise ValueError(f"give exactly one of items, jsonl_path or sql (got {sources or 'none'})")
         if isinstance(items, (str, bytes)):
@@ -148,6 +157,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.audit_conn_id = audit_conn_id or postgres_conn_id
         self.compliance_tag = compliance_tag
         self.id_key_variable = id_key_variable
+        self._erased: TombstoneList | None = None
         self.preview_masker = self.governance.masker
         declare_results_outlet(self)  # issue 11: the table's asset (or an alias when it is templated)
 
@@ -199,6 +209,13 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         )
         defaults = {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
         items, total = self._source()
+        # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
+        digests = await asyncio.to_thread(
+            stored_digests, partial(psycopg.connect, store_conninfo(self)), schema=self.schema
+        )
+        self._erased = TombstoneList(id_key, digests) if digests else None
+        if self._erased is not None:
+            items = self._erased.filter_items(items)
         runner = BatchRunner(
             client,
             store,
@@ -275,6 +292,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
             audit_head=head.to_dict() if head else None,
+            skipped_erased=self._erased.skipped if self._erased is not None else 0,
         )
         self.log.info("batch manifest: %s", manifest)
         ti.xcom_push(key="return_value", value=manifest)

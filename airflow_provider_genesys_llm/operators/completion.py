@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
@@ -55,7 +55,7 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("messages", "prompt_id", "variables", "system")
     template_fields_renderers = {"messages": "json", "variables": "json"}
-    masked_template_fields = ("messages", "variables", "system")
+    masked_template_fields: ClassVar[tuple[str, ...]] = ("messages", "variables", "system")
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -15,6 +16,8 @@ from ..batch.landing import land_transcripts
 from ..client.transcripts import TERMINAL_STATES, TranscriptSource
 from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..hooks.id_key import get_id_key
+from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import airflow_conninfo
 from ..sinks.transcripts import TranscriptStore
 from .assets import declare_results_outlet, emits_results_asset, transcripts_extra  # issue 11: asset events
@@ -70,6 +73,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
     def _interval(self, context: Context) -> tuple[datetime, datetime]:
         start = self.interval_start or context["data_interval_start"]
         end = self.interval_end or context["data_interval_end"]
+        if start is None or end is None:  # a run without a data interval (a manual run of an unscheduled DAG)
+            raise ValueError("the run has no data interval: set interval_start and interval_end on the operator")
         return _as_datetime(start), _as_datetime(end)
 
     async def _job(self, source: TranscriptSource, context: Context) -> str | None:
@@ -92,15 +97,20 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         source = hook.get_transcript_source()
         conninfo = airflow_conninfo(BaseHook.get_connection(self.postgres_conn_id))
-        store = TranscriptStore(lambda: psycopg.connect(conninfo), table=self.table, schema=self.schema)
+        connect = partial(psycopg.connect, conninfo)
+        store = TranscriptStore(connect, table=self.table, schema=self.schema)
         store.ensure_schema()
+        # Erased conversations are never landed again (sinks/erasure.py); no key needed until one was.
+        digests = await asyncio.to_thread(stored_digests, connect, schema=self.schema)
+        tombstones = TombstoneList(get_id_key(), digests) if digests else None
         try:
             job_id = await self._job(source, context)
             if job_id is None:
                 self.log.info("no analytics data is available for this interval yet; nothing landed")
                 return {"job_id": None, "conversations": 0, "transcripts": 0, "rows_written": 0}
             stats = await land_transcripts(
-                source, job_id, store, masker=PiiMasker() if self.mask_pii else None, concurrency=self.concurrency
+                source, job_id, store, masker=PiiMasker() if self.mask_pii else None, concurrency=self.concurrency,
+                tombstones=tombstones,
             )
         finally:
             await hook.get_async_client().aclose()

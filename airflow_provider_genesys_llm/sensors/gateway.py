@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
@@ -63,7 +63,7 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("genesys_llm_conn_id", "probe_prompt")
-    masked_template_fields = ("probe_prompt",)
+    masked_template_fields: ClassVar[tuple[str, ...]] = ("probe_prompt",)
     preview_masker = PiiMasker()
 
     def __init__(

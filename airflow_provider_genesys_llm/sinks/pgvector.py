@@ -385,8 +385,9 @@ class PgVectorStore:
 
         Why, measured on this project's 2-core machine (20k rows of 384-d vectors, unindexed table;
         ``bench/sink_throughput.py`` reproduces all but the executemany figure): staging every row
-        and merging ran 1.4-1.9x faster than a pipelined ``executemany`` of ``INSERT ... ON CONFLICT`` (one executor run on the server
-        instead of one per row; C-level row formatting on the client) but reached only ~60% of a
+        and merging ran 1.4-1.9x faster than a pipelined ``executemany`` of ``INSERT ... ON CONFLICT``
+        (one executor run on the server instead of one per row; C-level row formatting on the client)
+        but reached only ~60% of a
         plain binary COPY. COPYing new rows directly brings a first load to 80-95% of plain COPY,
         and a re-run of unchanged rows costs one id lookup (140-200k rows/s) instead of re-sending
         every vector. Rows that did change still take the staged merge (40-60% of plain COPY).
@@ -481,7 +482,7 @@ class PgVectorStore:
         """Number of stored results."""
         with self._cursor("count", transaction=False) as cur:
             cur.execute(sql.SQL("SELECT count(*) FROM {table}").format(table=self._table))
-            return _fetch_value(cur)
+            return _fetch_int(cur)
 
     def build_index(self, concurrently: bool = True) -> None:
         """Create the HNSW cosine index if it is missing (the end of a ``"deferred"`` bulk load).
@@ -808,10 +809,10 @@ def _filter_conditions(filters: Mapping[str, object], name: str) -> tuple[sql.Co
     return sql.SQL(" AND ") + conditions, [value for value in filters.values() if value is not None]
 
 
-def _fetch_value(cur: psycopg.Cursor[Any]) -> Any:
+def _fetch_int(cur: psycopg.Cursor[Any]) -> int:
     row = cur.fetchone()
     assert row is not None, "an aggregate query returned no row"
-    return row[0]
+    return int(row[0])
 
 
 def airflow_conninfo(conn: Connection) -> str:

@@ -159,7 +159,9 @@ def _error_event(data: str, index: int, what: str) -> GatewayError:
     if not isinstance(body, dict):
         return GatewayProtocolError(f"SSE error event after event {index} ({len(data)} bytes) is not a JSON object")
     status = body.get("status")
-    params = body.get("messageParams") if isinstance(body.get("messageParams"), dict) else {}
+    params = body.get("messageParams")
+    if not isinstance(params, dict):
+        params = {}
     retry_after = params.get("retryAfter", body.get("retry_after"))
     hints = {"retry-after": str(retry_after)} if retry_after is not None else {}
     status = status if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599 else 500

@@ -23,6 +23,7 @@ from websockets.protocol import State
 from ..config import GatewayConfig
 from ..errors import (
     AnswerTooLargeError,
+    ErrorDetails,
     GatewayBadRequestError,
     GatewayConnectionError,
     GatewayError,
@@ -71,7 +72,7 @@ def error_for_code(detail: ErrorDetail, *, where: str) -> GatewayError:
     The frame's message is the gateway's free text: it goes to ``server_message`` only."""
     code = safe_code(detail.code)
     message = f"{where}: {code or 'unreadable error code'}"
-    common = {"code": code, "server_message": detail.message or None}
+    common: ErrorDetails = {"code": code, "server_message": detail.message or None}
     if detail.code in RETRYABLE_CODES:
         return GatewayRateLimitError(message, retry_after=detail.retry_after, **common)
     if detail.code == "internal":
@@ -141,7 +142,7 @@ class WebSocketTransport:
             response = exc.response
             headers = {k.lower(): v for k, v in response.headers.raw_items()}
             raise error_from_response(
-                response.status_code, headers, response.body or b"", what=f"WebSocket upgrade {self._url}"
+                response.status_code, headers, bytes(response.body or b""), what=f"WebSocket upgrade {self._url}"
             ) from None
         except TimeoutError:
             raise GatewayTimeoutError(
