@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from airflow_runner import airflow_env, dags_test
+from statsd_listener import StatsdListener
 from ui_server import api_server, free_port, stop_group
 
 from airflow_provider_genesys_llm.operators.assets import results_asset
@@ -53,15 +53,6 @@ def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> str:
         process.wait(timeout=30)
     assert process.returncode == 0, f"airflow {' '.join(args)}:\n{output[-4000:]}"
     return output
-
-
-def drain(sock: socket.socket) -> list[str]:
-    packets = []
-    try:
-        while True:
-            packets.extend(sock.recv(65535).decode().splitlines())
-    except TimeoutError:
-        return packets
 
 
 def run_downstream(env: dict[str, str], database: Path, work: Path) -> str:
@@ -103,16 +94,12 @@ def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict
         "".join(json.dumps({"id": f"a{n}", "text": f"ticket {n}: refund please"}) + "\n" for n in range(ITEMS))
     )
     lineage = work / "openlineage.jsonl"
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.5)
+    statsd = StatsdListener()
     env = {
         **airflow_env(airflow_home, HERE / "dags", emulator_server, pg_server),
         "GENESYS_ASSETS_TEST_JSONL": str(items),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(lineage), "append": True}),
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.getsockname()[1]),
+        **statsd.env,
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
     }
     try:
@@ -123,7 +110,7 @@ def pipeline(airflow_home, emulator_server, pg_server, tmp_path_factory) -> dict
         done = dags_test(env, ENRICH, "2026-11-24")
         emulator_server.reset()
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-        packets = drain(statsd)
+        packets = statsd.received().splitlines()
     finally:
         statsd.close()
     downstream = run_downstream(env, Path(airflow_home, "airflow.db"), work)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from statsd_listener import StatsdListener
 from test_hook import connection_json
 
 from airflow_provider_genesys_llm.operators.metrics import GATEWAY_CHECK, METRICS
@@ -31,29 +31,20 @@ def test_every_counted_outcome_is_in_the_name():
 
 def test_statsd_capture_tells_ready_not_ready_and_failed_checks_apart(emulator):
     emulator.add_fault(endpoint="status", kind="http_error", status=503, count=1)
-    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    statsd.bind(("127.0.0.1", 0))
-    statsd.settimeout(0.5)
+    statsd = StatsdListener()
     connection = json.loads(connection_json(emulator))
     env = {
         **os.environ,
+        **statsd.env,
         "AIRFLOW_CONN_GENESYS_LLM_DEFAULT": json.dumps(connection),
         "AIRFLOW_CONN_GENESYS_UNKNOWN_CLIENT": json.dumps({**connection, "login": "nobody"}),
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.getsockname()[1]),
     }
     try:
         done = subprocess.run(
             [sys.executable, str(HERE / "metrics_child.py")], env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        packets: list[str] = []
-        try:
-            while True:
-                packets.extend(statsd.recv(65535).decode().splitlines())
-        except TimeoutError:
-            pass
+        packets = statsd.received().splitlines()
     finally:
         statsd.close()
     results = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
