@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast bench lint clean chromium
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ test: $(VENV)/.installed
 # Everything but the tests that start real Airflow processes or a browser: the inner loop.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not airflow and not browser"
+
+# Debian's Chromium for the browser tests (Playwright drives it; `playwright install` is never used).
+# Needs root and apt; does nothing when chromium is already there.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py

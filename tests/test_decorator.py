@@ -112,4 +112,4 @@ def test_decorated_task_runs_governed_under_airflow_dags_test(airflow_home, emul
 
     metrics = statsd.received()
     statsd.close()
-    assert metrics.count("genesys_llm.completion.count") >= 2
+    assert metrics.count("genesys_llm.completion.success.count") >= 2

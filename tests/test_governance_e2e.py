@@ -50,7 +50,7 @@ def test_no_pii_in_logs_xcom_rows_or_audit_and_metrics_are_emitted(airflow_home,
 
     metrics = statsd.received()
     statsd.close()
-    assert "genesys_llm.completion.ttft_ms" in metrics and "genesys_llm.completion.count" in metrics
+    assert "genesys_llm.completion.ttft_ms" in metrics and "genesys_llm.completion.success.count" in metrics
 
     verify = subprocess.run(
         [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo],

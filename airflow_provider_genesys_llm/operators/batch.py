@@ -34,6 +34,8 @@ from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import PgVectorStore, airflow_conninfo
+from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
+from .lineage import batch_lineage  # issue 11: OpenLineage
 from .metrics import StatsObserver, batch_spend
 from .rendered_fields import MaskedRenderedFieldsMixin
 
@@ -197,6 +199,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.id_key_variable = id_key_variable
         self._erased: TombstoneList | None = None
         self.preview_masker = self.governance.masker
+        declare_results_outlet(self)  # issue 11: the table's asset (or an alias when it is templated)
+
+    get_openlineage_facets_on_complete = batch_lineage  # issue 11
 
     def _source(self) -> tuple[Any, int | None]:
         """The items iterable and its length when known cheaply (for the ETA)."""
@@ -208,6 +213,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         items = check_items_source(self.raw_field("items"))
         return items, len(items) if isinstance(items, Sequence) else None
 
+    @emits_results_asset(batch_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
         """Run the batch; an error a retry cannot fix fails the task without Airflow's retries."""
         try:

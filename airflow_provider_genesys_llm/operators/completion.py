@@ -21,7 +21,15 @@ from .rendered_fields import MaskedRenderedFieldsMixin
 
 #: Request options the operator passes through to the hook.
 REQUEST_OPTIONS = (
-    "model", "temperature", "max_tokens", "prompt_id", "variables", "system", "stop_sequences", "transport", "response_format",
+    "model",
+    "temperature",
+    "max_tokens",
+    "prompt_id",
+    "variables",
+    "system",
+    "stop_sequences",
+    "transport",
+    "response_format",
 )
 
 
@@ -97,7 +105,10 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         self.response_format = response_format
         self.genesys_llm_conn_id = genesys_llm_conn_id
         self.governance = Governance(
-            extra_patterns=extra_pii_patterns, mask_prompts=mask_prompts, output_policy=output_masking, filters=output_filters
+            extra_patterns=extra_pii_patterns,
+            mask_prompts=mask_prompts,
+            output_policy=output_masking,
+            filters=output_filters,
         )
         self.preview_masker = self.governance.masker
         self.audit_conn_id = audit_conn_id
@@ -119,24 +130,43 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
                 sent, prompt_counts = self.governance.mask_request(request)
                 counts = {**prompt_counts, **getattr(exc, "counts", {})}
                 attempts = getattr(exc, "attempts", None) or 1
-                self._write_audit(completion_audit_record(
-                    sent, key=key, context=run_ids, status="failed", error_class=type(exc).__name__,
-                    attempts=attempts, masking=counts,
-                ))
+                self._write_audit(
+                    completion_audit_record(
+                        sent,
+                        key=key,
+                        context=run_ids,
+                        status="failed",
+                        error_class=type(exc).__name__,
+                        attempts=attempts,
+                        masking=counts,
+                    )
+                )
                 observer.failed(sent.model, sent.transport, type(exc).__name__, attempts)
                 raise
         finally:
             hook.close()
         result = done.result
         observer.succeeded(result)
-        head = self._write_audit(completion_audit_record(
-            done.sent, key=key, context=run_ids, status="success", result=result,
-            masking=done.masking_counts, filters=done.output.filters_applied,
-        ))
+        head = self._write_audit(
+            completion_audit_record(
+                done.sent,
+                key=key,
+                context=run_ids,
+                status="success",
+                result=result,
+                masking=done.masking_counts,
+                filters=done.output.filters_applied,
+            )
+        )
         self.log.info(
             "completion %s: %d prompt + %d completion tokens, ttft %.1f ms, total %.1f ms, %d attempt(s), masked %s",
-            result.request_id, result.usage.prompt_tokens, result.usage.completion_tokens,
-            result.ttft_ms or 0.0, result.total_ms, result.attempts, done.masking_counts or "nothing",
+            result.request_id,
+            result.usage.prompt_tokens,
+            result.usage.completion_tokens,
+            result.ttft_ms or 0.0,
+            result.total_ms,
+            result.attempts,
+            done.masking_counts or "nothing",
         )
         return {
             **result.model_dump(mode="json"),

@@ -9,7 +9,6 @@ from functools import partial
 from typing import Any
 
 import psycopg
-
 from airflow.sdk import BaseAsyncOperator, BaseHook, Context
 
 from ..batch.landing import land_transcripts
@@ -20,6 +19,9 @@ from ..hooks.id_key import get_id_key
 from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import airflow_conninfo
 from ..sinks.transcripts import TranscriptStore
+from .assets import declare_results_outlet, emits_results_asset, transcripts_extra  # issue 11: asset events
+from .lineage import transcripts_lineage  # issue 11: OpenLineage
+from .metrics import TRANSCRIPTS, count_outcomes  # issue 11: outcome metrics
 
 
 class ConversationJobFailedError(RuntimeError):
@@ -63,6 +65,9 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.genesys_llm_conn_id = genesys_llm_conn_id
+        declare_results_outlet(self)  # issue 11
+
+    get_openlineage_facets_on_complete = transcripts_lineage  # issue 11
 
     def _interval(self, context: Context) -> tuple[datetime, datetime]:
         start = self.interval_start or context["data_interval_start"]
@@ -85,6 +90,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
             raise ConversationJobFailedError(f"analytics job {job_id} ended {status.state}: {message}")
         return job_id
 
+    @count_outcomes(TRANSCRIPTS)  # issue 11
+    @emits_results_asset(transcripts_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         source = hook.get_transcript_source()

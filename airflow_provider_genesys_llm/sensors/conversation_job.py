@@ -12,6 +12,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..operators.metrics import CONVERSATION_JOB, count_outcomes  # issue 11: outcome metrics
 from ..triggers.conversation_job import ConversationJobWatch, GenesysConversationJobTrigger, check_job_id
 from .gateway import DEFAULT_MAX_POLL_INTERVAL, DEFERRAL_GRACE_SECONDS
 
@@ -95,6 +96,7 @@ class GenesysConversationJobSensor(BaseSensorOperator):
             if "hook" in self.__dict__:
                 self.hook.close()
 
+    @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
     def poke(self, context: Context) -> bool | PokeReturnValue:
         watch = self._state()
         try:
@@ -140,6 +142,7 @@ class GenesysConversationJobSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
         )
 
+    @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: return its summary, or fail with its message."""
         if not event:

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..operators.metrics import GATEWAY_CHECK, count_outcomes  # issue 11: outcome metrics
 from ..operators.rendered_fields import MaskedRenderedFieldsMixin
 from ..triggers.gateway import (
     DEFAULT_PROBE_MAX_TOKENS,
@@ -122,6 +123,7 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, BaseSensorOperator):
             if "hook" in self.__dict__:
                 self.hook.close()
 
+    @count_outcomes(GATEWAY_CHECK, poke=True)  # issue 11
     def poke(self, context: Context) -> bool | PokeReturnValue:
         readiness = self._state()
         try:
@@ -174,6 +176,7 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
         )
 
+    @count_outcomes(GATEWAY_CHECK, poke=True)  # issue 11
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: return its summary, or fail with its message."""
         if not event:
