@@ -21,8 +21,8 @@ from typing import Literal
 from psycopg import sql
 
 from .db import Cursor, Database, Lifecycle
-from .tables import SPEND, spend_ddl, table
 from .settings import BudgetSettings
+from .tables import SPEND, spend_ddl, table
 
 BudgetLevel = Literal["per_task", "per_dag_run", "per_day"]
 _TODAY_UTC = "coalesce(%s::date, (clock_timestamp() AT TIME ZONE 'UTC')::date)"
@@ -119,8 +119,15 @@ class BudgetLedger(Lifecycle):
                     " expires_at) VALUES (%s, %s, %s, %s, %s, 'reserved', %s, clock_timestamp(),"
                     " clock_timestamp() + make_interval(secs => %s))"
                 ).format(self._table),
-                (reservation.reservation_id, scope.conn_id, today, scope.dag_run, scope.task, amount,
-                 self.settings.reservation_seconds),
+                (
+                    reservation.reservation_id,
+                    scope.conn_id,
+                    today,
+                    scope.dag_run,
+                    scope.task,
+                    amount,
+                    self.settings.reservation_seconds,
+                ),
             )
         return reservation
 
@@ -133,8 +140,14 @@ class BudgetLedger(Lifecycle):
                     " VALUES (%s, %s, %s, %s, %s, 'settled', %s, clock_timestamp()) ON CONFLICT (reservation_id)"
                     " DO UPDATE SET state = 'settled', amount = excluded.amount, expires_at = NULL"
                 ).format(self._table),
-                (reservation.reservation_id, reservation.scope.conn_id, reservation.day, reservation.scope.dag_run,
-                 reservation.scope.task, actual),
+                (
+                    reservation.reservation_id,
+                    reservation.scope.conn_id,
+                    reservation.day,
+                    reservation.scope.dag_run,
+                    reservation.scope.task,
+                    actual,
+                ),
             )
 
     async def release(self, reservation: Reservation) -> None:
@@ -174,7 +187,8 @@ class BudgetLedger(Lifecycle):
         }[level]
         await cursor.execute(
             sql.SQL(
-                "SELECT coalesce(sum(amount), 0) FROM {} WHERE conn_id = %s AND " + where[0]
+                "SELECT coalesce(sum(amount), 0) FROM {} WHERE conn_id = %s AND "
+                + where[0]
                 + " AND (state = 'settled' OR expires_at > clock_timestamp())"
             ).format(self._table),
             (scope.conn_id, *where[1]),

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from .db import Database, Lifecycle
-from .tables import ITEM_CLAIMS, claims_ddl, table
 from .errors import CoordinationError
+from .tables import ITEM_CLAIMS, claims_ddl, table
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,10 @@ class ItemClaims(Lifecycle):
             return ()
         async with self._db.transaction() as cursor:
             await cursor.execute(
-                sql.SQL(statement + " WHERE namespace = %s AND item_id = ANY(%s) AND token = %s"
-                        " AND status = 'claimed' RETURNING item_id").format(self._table),
+                sql.SQL(
+                    statement + " WHERE namespace = %s AND item_id = ANY(%s) AND token = %s"
+                    " AND status = 'claimed' RETURNING item_id"
+                ).format(self._table),
                 (self.namespace, ids, self.token),
             )
             mine = {str(row[0]) for row in await cursor.fetchall()}

@@ -18,8 +18,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
-from decimal import Decimal
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any, cast
 
 from psycopg import sql
@@ -274,8 +274,9 @@ class GatewayCoordinator(Lifecycle):
                 )
                 await self._notify(cursor)
         except CoordinationError as exc:
-            log.warning("could not release a gateway slot (%s); it expires within %ss", exc,
-                        self.settings.lease_seconds)
+            log.warning(
+                "could not release a gateway slot (%s); it expires within %ss", exc, self.settings.lease_seconds
+            )
         self._notifications.poke()
 
     async def _back_off(self, cursor: Cursor, slot: Slot) -> None:
@@ -301,7 +302,10 @@ class GatewayCoordinator(Lifecycle):
         )
         log.warning(
             "gateway answered %s on connection %r: fleet limit %s, everyone paused %.1fs",
-            slot.status, self.conn_id, "halved" if shrink else "unchanged (same overload)", pause,
+            slot.status,
+            self.conn_id,
+            "halved" if shrink else "unchanged (same overload)",
+            pause,
         )
 
     async def _notify(self, cursor: Cursor) -> None:

@@ -64,7 +64,11 @@ class GenesysLLMDecoratedOperator(DecoratedOperator, GenesysLLMCompletionOperato
         **DecoratedOperator.template_fields_renderers,
         **GenesysLLMCompletionOperator.template_fields_renderers,
     }
-    masked_template_fields: ClassVar[tuple[str, ...]] = (*GenesysLLMCompletionOperator.masked_template_fields, "op_args", "op_kwargs")
+    masked_template_fields: ClassVar[tuple[str, ...]] = (
+        *GenesysLLMCompletionOperator.masked_template_fields,
+        "op_args",
+        "op_kwargs",
+    )
     #: Store the rendered fields again after ``execute``, so the UI shows the (masked) prompt built.
     overwrite_rtif_after_execution: bool = True
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from datetime import datetime
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
+from pydantic import ValidationError
 
 from ..client import (
     CompletionRequest,

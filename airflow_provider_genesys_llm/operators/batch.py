@@ -253,9 +253,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         """The plan of a run, without paying for the items (see the class docstring)."""
         config = client.config
         if config.price_table is None:
-            raise ValueError(
-                f"dry_run needs prices: connection {self.genesys_llm_conn_id!r} has no price_table extra"
-            )
+            raise ValueError(f"dry_run needs prices: connection {self.genesys_llm_conn_id!r} has no price_table extra")
         defaults = self._request_defaults()
         model = str(defaults.get("model") or config.model)
         sample = await asyncio.to_thread(store.usage_sample, model)
@@ -267,19 +265,30 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
                     "plan_sample_items is 0; allow a few items to run for real (plan_sample_items=5)"
                 )
             items, _ = self._source()
-            self.log.info("plan: no stored results of %s to sample; completing %d items for real (stored, "
-                          "never paid again)", model, self.plan_sample_items)
-            sampled = await self._batch(context, hook, client, store, id_key,
-                                        islice(items, self.plan_sample_items), self.plan_sample_items)
+            self.log.info(
+                "plan: no stored results of %s to sample; completing %d items for real (stored, never paid again)",
+                model,
+                self.plan_sample_items,
+            )
+            sampled = await self._batch(
+                context, hook, client, store, id_key, islice(items, self.plan_sample_items), self.plan_sample_items
+            )
             sampled_now = sampled["counts"]["succeeded"]
             sample = await asyncio.to_thread(store.usage_sample, model)
         items, _ = self._source()
         plan = await asyncio.to_thread(
-            plan_batch, items, config=config, request_defaults=defaults, id_key=id_key,
-            stored_ids=store.existing_ids, sample=[SampleCompletion(*row) for row in sample],
-            prices=config.price_table, max_concurrency=self._quota(config),
-            requests_per_minute=(config.coordination.requests_per_minute if config.coordination.enabled
-                                 else config.requests_per_minute),
+            plan_batch,
+            items,
+            config=config,
+            request_defaults=defaults,
+            id_key=id_key,
+            stored_ids=store.existing_ids,
+            sample=[SampleCompletion(*row) for row in sample],
+            prices=config.price_table,
+            max_concurrency=self._quota(config),
+            requests_per_minute=(
+                config.coordination.requests_per_minute if config.coordination.enabled else config.requests_per_minute
+            ),
         )
         self.log.info("%s", plan.summary())
         print(plan.summary())  # the plan is what the user asked for: on stdout as well as in the task log
@@ -310,8 +319,11 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
 
             ledger = BudgetLedger(conninfo, budgets, currency=config.price_table.currency, table_schema=table_schema)
             # no try number in the task: a retry shares its task's budget instead of getting a fresh one
-            scope = SpendScope(self.genesys_llm_conn_id, dag_run=f"{run.dag_id}/{run.run_id}",
-                               task=f"{run.dag_id}/{run.task_id}/{run.map_index}")
+            scope = SpendScope(
+                self.genesys_llm_conn_id,
+                dag_run=f"{run.dag_id}/{run.run_id}",
+                task=f"{run.dag_id}/{run.task_id}/{run.map_index}",
+            )
         return FleetControls(claims, ledger, config.price_table, scope, self.claim_wait_seconds)
 
     async def _batch(
@@ -420,8 +432,12 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         )
         if stats.cost is not None and stats.currency is not None:
             record = record.model_copy(update={"cost": Cost(amount=stats.cost, currency=stats.currency)})
-            self.log.info("batch cost: %s %s (%d completions deferred by budget)", stats.cost, stats.currency,
-                          stats.deferred_by_budget)
+            self.log.info(
+                "batch cost: %s %s (%d completions deferred by budget)",
+                stats.cost,
+                stats.currency,
+                stats.deferred_by_budget,
+            )
         batch_spend(stats.cost, stats.currency, stats.deferred_by_budget)
         self.log.info("%s", AuditLog.to_log_line(record))
         head = None
