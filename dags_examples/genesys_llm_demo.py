@@ -8,7 +8,6 @@ results are keyed by item and prompt, so finished transcripts are never sent aga
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
 
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator

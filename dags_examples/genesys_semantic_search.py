@@ -24,7 +24,10 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     default_args=DEFAULT_ARGS,
-    params={"query": Param("customer wants a refund for a double charge", type="string"), "k": Param(5, type="integer")},
+    params={
+        "query": Param("customer wants a refund for a double charge", type="string"),
+        "k": Param(5, type="integer"),
+    },
     tags=["genesys", "llm", "search"],
 ) as dag:
 
@@ -44,13 +47,15 @@ with DAG(
         found = []
         for match in matches:
             answer = json.loads(match.content or "{}")  # the enrichment stores its JSON answer
-            found.append({
-                "source_id": match.source_id,
-                "cosine_distance": round(match.distance, 4),
-                "intent": answer.get("intent"),
-                "sentiment": answer.get("sentiment"),
-                "summary": str(answer.get("summary", ""))[:300],
-            })
+            found.append(
+                {
+                    "source_id": match.source_id,
+                    "cosine_distance": round(match.distance, 4),
+                    "intent": answer.get("intent"),
+                    "sentiment": answer.get("sentiment"),
+                    "summary": str(answer.get("summary", ""))[:300],
+                }
+            )
             log.info("distance=%.3f intent=%s source_id=%s", match.distance, answer.get("intent"), match.source_id)
         return found
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pendulum
-
-from airflow.sdk import DAG, Param, task
-
 from _genesys_common import (
     AUDIT_CONN_ID,
     DEFAULT_ARGS,
@@ -25,6 +22,8 @@ from _genesys_common import (
     TRANSCRIPTS_SQL,
     TRANSCRIPTS_TABLE,
 )
+from airflow.sdk import DAG, Param, task
+
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
 from airflow_provider_genesys_llm.operators.transcripts import GenesysTranscriptsToPostgresOperator
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
@@ -52,15 +51,16 @@ with DAG(
             raise ValueError(f"end {params['end']} must be after start {params['start']}")
         count = (end - start).days
         return [
-            {"interval_start": (start + timedelta(days=n)).isoformat(), "interval_end": (start + timedelta(days=n + 1)).isoformat()}
+            {
+                "interval_start": (start + timedelta(days=n)).isoformat(),
+                "interval_end": (start + timedelta(days=n + 1)).isoformat(),
+            }
             for n in range(count)
         ]
 
     @task
     def enrichment_sources(intervals: list[dict[str, str]]) -> list[dict[str, object]]:
-        return [
-            {"sql_parameters": {"start": day["interval_start"], "end": day["interval_end"]}} for day in intervals
-        ]
+        return [{"sql_parameters": {"start": day["interval_start"], "end": day["interval_end"]}} for day in intervals]
 
     @task
     def build_vector_index() -> None:

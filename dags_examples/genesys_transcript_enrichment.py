@@ -8,10 +8,6 @@ unchanged against the emulator (``make demo``) and a real tenant: only connectio
 from __future__ import annotations
 
 import pendulum
-
-from airflow.exceptions import AirflowSkipException
-from airflow.sdk import DAG, task
-
 from _genesys_common import (
     AUDIT_CONN_ID,
     DEFAULT_ARGS,
@@ -22,6 +18,9 @@ from _genesys_common import (
     TRANSCRIPTS_SQL,
     TRANSCRIPTS_TABLE,
 )
+from airflow.exceptions import AirflowSkipException
+from airflow.sdk import DAG, task
+
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
 from airflow_provider_genesys_llm.operators.transcripts import GenesysTranscriptsToPostgresOperator
@@ -53,9 +52,7 @@ with DAG(
         """Ask Genesys Cloud for the interval's conversations (cut at dataAvailabilityDate)."""
         hook = GenesysLLMHook()
         try:
-            job_id = hook.submit_conversation_job(
-                pendulum.parse(interval["start"]), pendulum.parse(interval["end"])
-            )
+            job_id = hook.submit_conversation_job(pendulum.parse(interval["start"]), pendulum.parse(interval["end"]))
         finally:
             hook.close()
         if job_id is None:

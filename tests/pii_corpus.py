@@ -228,6 +228,4 @@ def _filler(rng: random.Random) -> dict[str, str]:
 def clean_corpus(lines_per_template: int = 8, seed: int = 20261204) -> list[str]:
     """PII-free contact-center lines: ids, tracking numbers, dates, amounts, versions, zip codes..."""
     rng = random.Random(seed)
-    return [
-        template.format(**_filler(rng)) for template in _CLEAN_TEMPLATES for _ in range(lines_per_template)
-    ]
+    return [template.format(**_filler(rng)) for template in _CLEAN_TEMPLATES for _ in range(lines_per_template)]

@@ -8,12 +8,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 
 import psycopg
 import pytest
+from batch_items import TEST_ID_KEY
+from fixtures_postgres import PgServer
 from psycopg import sql
 from pydantic import ValidationError
 
@@ -28,9 +30,6 @@ from airflow_provider_genesys_llm.governance.audit import (
     TokenUsage,
     verify_chain,
 )
-
-from batch_items import TEST_ID_KEY
-from fixtures_postgres import PgServer
 
 Connect = Callable[[], psycopg.Connection]
 
@@ -115,8 +114,8 @@ def test_record_defaults_and_utc() -> None:
     assert uuid.UUID(audit.audit_id).version == 4
     assert audit.compliance_tag == "GENESYS_AI_GATEWAY_V2"
     assert audit.created_at == paris_noon
-    assert audit.created_at.tzinfo == timezone.utc
-    assert AuditRecord(kind="task", status="success").created_at.tzinfo == timezone.utc
+    assert audit.created_at.tzinfo == UTC
+    assert AuditRecord(kind="task", status="success").created_at.tzinfo == UTC
 
 
 def test_record_refuses_free_text_and_naive_times() -> None:
@@ -224,9 +223,7 @@ def test_deleted_and_renumbered_row_breaks_the_links(store: AuditChainStore, con
     assert "does not link to seq=4" in (result.problem or "")
 
 
-def test_deleted_last_row_is_detected_and_blocks_appends(
-    store: AuditChainStore, connect: Connect, table: str
-) -> None:
+def test_deleted_last_row_is_detected_and_blocks_appends(store: AuditChainStore, connect: Connect, table: str) -> None:
     chain_of(store, 10)
 
     tamper(connect, table, "DELETE FROM {} WHERE seq = 10")
@@ -295,8 +292,9 @@ def test_append_reports_the_head_it_left(store: AuditChainStore, connect: Connec
     store.append([])
 
     with connect() as conn:
-        last = conn.execute(sql.SQL("SELECT seq, record_hash FROM {} ORDER BY seq DESC LIMIT 1").format(
-            sql.Identifier(table))).fetchone()
+        last = conn.execute(
+            sql.SQL("SELECT seq, record_hash FROM {} ORDER BY seq DESC LIMIT 1").format(sql.Identifier(table))
+        ).fetchone()
     assert head is not None and (head.schema_name, head.table, head.seq, head.record_hash) == ("public", table, *last)
     assert store.last_head == head
     assert verify_chain(connect, table=table, witnesses=[head]) == ChainVerification(True, 2, witnesses_checked=1)
@@ -305,12 +303,12 @@ def test_append_reports_the_head_it_left(store: AuditChainStore, connect: Connec
 def test_created_at_is_the_time_the_server_accepted_the_record(
     store: AuditChainStore, connect: Connect, table: str
 ) -> None:
-    before = datetime.now(timezone.utc)
-    store.append([record(0, created_at=datetime(2001, 9, 9, tzinfo=timezone.utc))])
+    before = datetime.now(UTC)
+    store.append([record(0, created_at=datetime(2001, 9, 9, tzinfo=UTC))])
 
     with connect() as conn:
         stored = conn.execute(sql.SQL("SELECT created_at FROM {}").format(sql.Identifier(table))).fetchone()[0]
-    assert before - timedelta(seconds=5) <= stored <= datetime.now(timezone.utc) + timedelta(seconds=5)
+    assert before - timedelta(seconds=5) <= stored <= datetime.now(UTC) + timedelta(seconds=5)
 
 
 def test_chain_from_before_the_append_function_is_upgraded(

@@ -13,12 +13,13 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures_postgres import PgConnect, PgServer
 from psycopg import sql
 from pydantic import ValidationError
 
@@ -35,8 +36,6 @@ from airflow_provider_genesys_llm.governance.audit import (
     verify_chain,
 )
 from airflow_provider_genesys_llm.governance.roles import WriterRoleError, create_writer_role
-
-from fixtures_postgres import PgConnect, PgServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,8 +89,22 @@ def chain(pg_connect: PgConnect) -> Chain:
 def writer(pg_server: PgServer, chain: Chain) -> Iterator[str]:
     """A writer role for ``chain``, created by the owner through the CLI; dropped afterwards."""
     role = f"writer_{uuid.uuid4().hex[:8]}"
-    assert main(["create-writer-role", "--conninfo", pg_server.conninfo, "--schema", chain.schema,
-                 "--table", chain.table, "--role", role]) == 0
+    assert (
+        main(
+            [
+                "create-writer-role",
+                "--conninfo",
+                pg_server.conninfo,
+                "--schema",
+                chain.schema,
+                "--table",
+                chain.table,
+                "--role",
+                role,
+            ]
+        )
+        == 0
+    )
     yield role
     drop_role(pg_server, role)
 
@@ -135,8 +148,11 @@ def rehash_from(first: int) -> Callable[[Chain], None]:
 
     def rehash(chain: Chain) -> None:
         chain.sql("ALTER TABLE {chain} DISABLE TRIGGER USER")
-        chain.sql("""UPDATE {chain} SET record = jsonb_set(record, '{{status}}', '"failed"'), status = 'failed'"""
-                  " WHERE seq = %s", first)
+        chain.sql(
+            """UPDATE {chain} SET record = jsonb_set(record, '{{status}}', '"failed"'), status = 'failed'"""
+            " WHERE seq = %s",
+            first,
+        )
         with chain.connect() as conn:
             rows = conn.execute(chain.format("SELECT seq, record::text, prev_hash FROM {chain} ORDER BY seq"))
             rows = rows.fetchall()
@@ -210,7 +226,10 @@ def test_head_json_round_trips_and_refuses_what_is_not_a_head(chain: Chain) -> N
     text = head.to_json()
 
     assert json.loads(text) == {
-        "schema": chain.schema, "table": chain.table, "seq": 10, "record_hash": head.record_hash
+        "schema": chain.schema,
+        "table": chain.table,
+        "seq": 10,
+        "record_hash": head.record_hash,
     }
     assert ChainHead.from_json(text) == head == ChainHead.model_validate(head.to_dict())
     assert head.to_log_line() == "GENESYS_AUDIT_HEAD " + text
@@ -224,11 +243,15 @@ def test_head_json_round_trips_and_refuses_what_is_not_a_head(chain: Chain) -> N
 
 def test_heads_come_from_plain_and_airflow_json_log_lines(chain: Chain) -> None:
     first, second = chain.witnesses
-    airflow_line = {"timestamp": "2026-12-04T10:00:00.000000Z", "level": "info",
-                    "event": second.to_log_line(), "logger": "airflow.task.operators"}
+    airflow_line = {
+        "timestamp": "2026-12-04T10:00:00.000000Z",
+        "level": "info",
+        "event": second.to_log_line(),
+        "logger": "airflow.task.operators",
+    }
     lines = [
         "[2026-12-04T10:00:00.000+0000] {batch.py:235} INFO - " + first.to_log_line() + " (published)\n",
-        json.dumps({"event": "GENESYS_AUDIT {\"kind\":\"task\"}", "level": "info"}),
+        json.dumps({"event": 'GENESYS_AUDIT {"kind":"task"}', "level": "info"}),
         "not json {at all",
         json.dumps(airflow_line),
         "",
@@ -239,7 +262,7 @@ def test_heads_come_from_plain_and_airflow_json_log_lines(chain: Chain) -> None:
 
 def test_a_damaged_head_line_is_an_error_not_a_missing_witness() -> None:
     secret = "4111 1111 1111 1111"
-    lines = ["ok", json.dumps({"event": f"GENESYS_AUDIT_HEAD {{\"seq\": 3, \"note\": \"{secret}\"}}"})]
+    lines = ["ok", json.dumps({"event": f'GENESYS_AUDIT_HEAD {{"seq": 3, "note": "{secret}"}}'})]
 
     with pytest.raises(WitnessFormatError, match="task.log line 2") as raised:
         heads_from_log_lines(lines, "task.log")
@@ -293,7 +316,7 @@ def test_cli_verify_refuses_witnesses_it_cannot_use(
     elsewhere = tmp_path / "other.jsonl"
     elsewhere.write_text(chain.witnesses[0].model_copy(update={"table": "other"}).to_json() + "\n")
     damaged = tmp_path / "damaged.jsonl"
-    damaged.write_text(chain.witnesses[0].to_json() + "\n{\"seq\": 1}\n")
+    damaged.write_text(chain.witnesses[0].to_json() + '\n{"seq": 1}\n')
 
     assert main(command + ["--witness-file", str(elsewhere)]) == 2
     assert f"none of the 1 witnessed heads is for {chain.schema}.{chain.table}" in capsys.readouterr().err
@@ -334,9 +357,9 @@ def test_writer_role_cannot_touch_the_tables(chain: Chain, pg_server: PgServer, 
 
 def test_writer_appends_through_the_store_and_cannot_backdate(chain: Chain, pg_server: PgServer, writer: str) -> None:
     store = AuditChainStore(as_role(pg_server, writer), table=chain.table, schema=chain.schema)
-    backdated = record(50, created_at=datetime(2001, 1, 1, tzinfo=timezone.utc))
+    backdated = record(50, created_at=datetime(2001, 1, 1, tzinfo=UTC))
     store.ensure_schema()  # the objects exist: nothing to create, no CREATE privilege needed
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     seqs = store.append([backdated, record(51)])
     with as_role(pg_server, writer)() as conn:  # straight to the function, with a date of its choosing
@@ -344,7 +367,7 @@ def test_writer_appends_through_the_store_and_cannot_backdate(chain: Chain, pg_s
             chain.format("SELECT appended_seq FROM {append}(%s::jsonb)"),
             (json.dumps([record(52).model_dump(mode="json") | {"created_at": "2001-01-01T00:00:00Z"}]),),
         ).fetchall()
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     assert (seqs, direct) == ([11, 12], [(13,)])
     assert store.last_head is not None and store.last_head.seq == 12
@@ -391,8 +414,19 @@ def test_create_writer_role_sets_a_scram_password_and_is_idempotent(
     role = f"writer_{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex}"
     monkeypatch.setenv("GENESYS_AUDIT_WRITER_PASSWORD", password)
-    command = ["create-writer-role", "--conninfo", pg_server.conninfo, "--schema", chain.schema, "--table", chain.table,
-               "--role", role, "--password-env", "GENESYS_AUDIT_WRITER_PASSWORD"]
+    command = [
+        "create-writer-role",
+        "--conninfo",
+        pg_server.conninfo,
+        "--schema",
+        chain.schema,
+        "--table",
+        chain.table,
+        "--role",
+        role,
+        "--password-env",
+        "GENESYS_AUDIT_WRITER_PASSWORD",
+    ]
     try:
         first, second = main(command), main(command)
         out, err = capsys.readouterr()
@@ -460,7 +494,10 @@ def test_processes_appending_as_the_writer_keep_one_gap_free_chain(
     children = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, pg_server.conninfo, writer, chain.schema, chain.table, "20"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         for _ in range(3)
     ]

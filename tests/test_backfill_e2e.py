@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-
 from airflow_runner import airflow_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,8 +16,21 @@ CONF = {"start": "2026-10-01", "end": "2026-10-08"}
 
 def backfill(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "genesys_transcript_backfill", "2026-11-15", "--conf", json.dumps(CONF)],
-        env=env, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "dags",
+            "test",
+            "genesys_transcript_backfill",
+            "2026-11-15",
+            "--conf",
+            json.dumps(CONF),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
 
 
@@ -59,6 +71,8 @@ def test_seven_day_backfill_with_fault_then_rerun_gives_one_row_per_transcript(a
 
     verify = subprocess.run(
         [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from batch_items import TEST_ID_KEY, make_items
 
 from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings, RunContext
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
-from batch_items import TEST_ID_KEY, make_items
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +41,9 @@ async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=
     store.ensure_schema()
     async with GatewayClient(gateway_config(emulator)) as client:
         runner = BatchRunner(
-            client, store, client.embed,
+            client,
+            store,
+            client.embed,
             settings=BatchSettings(concurrency=16, chunk_size=chunk_size, window=200, embed=embed),
             id_key=TEST_ID_KEY,
             context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),

@@ -17,7 +17,9 @@ import tracemalloc
 from datetime import datetime
 
 import pytest
+from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
 from pydantic import SecretStr
+from test_batch import gateway_config, table_count
 
 from airflow_provider_genesys_llm.batch.items import iter_jsonl
 from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings, BatchTimeoutError, RunContext
@@ -35,26 +37,46 @@ from airflow_provider_genesys_llm.client.errors import (
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore
 from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_transient
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError
-from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
-from test_batch import gateway_config, table_count
 
 #: Every failing run must end within this many seconds (issue 9: "fails within 60 s").
 FAIL_WITHIN = 60
 
 
-async def run(emulator, connect, items, *, chunk_size=10, concurrency=4, embed="completion", audit=None,
-              config=None, total_hint=None, embedder=None):
+async def run(
+    emulator,
+    connect,
+    items,
+    *,
+    chunk_size=10,
+    concurrency=4,
+    embed="completion",
+    audit=None,
+    config=None,
+    total_hint=None,
+    embedder=None,
+):
     """One batch attempt on a fresh client (as a task retry would have), bounded in time."""
     TOKEN_CACHE.clear()
     store = PgVectorStore(connect, table="results", schema=connect.schema, dimension=384, index="none")
     store.ensure_schema()
     async with GatewayClient(config or gateway_config(emulator)) as client:
         runner = BatchRunner(
-            client, store, embedder or client.embed, id_key=TEST_ID_KEY,
-            settings=BatchSettings(concurrency=concurrency, chunk_size=chunk_size, window=50, embed=embed,
-                                   sink_timeout_seconds=20, embed_timeout_seconds=20, cancel_grace_seconds=5),
+            client,
+            store,
+            embedder or client.embed,
+            id_key=TEST_ID_KEY,
+            settings=BatchSettings(
+                concurrency=concurrency,
+                chunk_size=chunk_size,
+                window=50,
+                embed=embed,
+                sink_timeout_seconds=20,
+                embed_timeout_seconds=20,
+                cancel_grace_seconds=5,
+            ),
             context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),
-            audit=audit, total_hint=total_hint,
+            audit=audit,
+            total_hint=total_hint,
         )
         try:
             async with asyncio.timeout(FAIL_WITHIN):
@@ -88,8 +110,9 @@ async def rerun_completes_paid_rows_without_the_gateway(emulator, pg_connect, it
 async def test_embeddings_always_500_fails_fast_keeps_paid_results_and_audits(emulator, pg_connect):
     items = make_items(40)
     audit = audit_store(pg_connect)
-    emulator.add_fault(endpoint="embeddings", kind="http_error", status=500, count=None, omit_retry_after=True,
-                       ratelimit_reset=0)
+    emulator.add_fault(
+        endpoint="embeddings", kind="http_error", status=500, count=None, omit_retry_after=True, ratelimit_reset=0
+    )
     started = time.monotonic()
     with pytest.raises(GatewayUnavailableError):
         await run(emulator, pg_connect, items, audit=audit)
@@ -161,8 +184,13 @@ async def test_a_hanging_embedder_is_bounded(emulator, pg_connect):
     store.ensure_schema()
     started = time.monotonic()
     async with GatewayClient(gateway_config(emulator)) as client:
-        runner = BatchRunner(client, store, never, id_key=TEST_ID_KEY, settings=BatchSettings(
-            concurrency=4, chunk_size=5, embed_timeout_seconds=1, cancel_grace_seconds=1))
+        runner = BatchRunner(
+            client,
+            store,
+            never,
+            id_key=TEST_ID_KEY,
+            settings=BatchSettings(concurrency=4, chunk_size=5, embed_timeout_seconds=1, cancel_grace_seconds=1),
+        )
         with pytest.raises(BatchTimeoutError, match="embed_timeout_seconds"):
             async with asyncio.timeout(FAIL_WITHIN):
                 await runner.run(make_items(30))
@@ -184,9 +212,19 @@ async def test_rerun_of_a_batch_that_passed_passes_and_sends_nothing(emulator, p
     assert again.failed_ratio == first.failed_ratio
     counts = again.manifest()["counts"]
     assert counts == {
-        "total": 200, "succeeded": 0, "failed": 0, "invalid": 10, "skipped_existing": 190, "embedded_earlier": 0,
-        "rows_written": 0, "embeddings_written": 0, "awaiting_embedding": 0, "embedding_fallbacks": 0,
-        "skipped_claimed": 0, "deferred_by_budget": 0, "claims_lost": 0,
+        "total": 200,
+        "succeeded": 0,
+        "failed": 0,
+        "invalid": 10,
+        "skipped_existing": 190,
+        "embedded_earlier": 0,
+        "rows_written": 0,
+        "embeddings_written": 0,
+        "awaiting_embedding": 0,
+        "embedding_fallbacks": 0,
+        "skipped_claimed": 0,
+        "deferred_by_budget": 0,
+        "claims_lost": 0,
     }
 
 
@@ -220,10 +258,15 @@ async def test_gateway_down_stops_the_batch_within_seconds(emulator, pg_connect,
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]  # closed again before the batch starts: nothing listens there
-    config = gateway_config(emulator).model_copy(update={
-        "api_base_url": f"http://127.0.0.1:{dead}", "stream_base_url": f"ws://127.0.0.1:{dead}",
-        "transport": transport, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
-    })
+    config = gateway_config(emulator).model_copy(
+        update={
+            "api_base_url": f"http://127.0.0.1:{dead}",
+            "stream_base_url": f"ws://127.0.0.1:{dead}",
+            "transport": transport,
+            "backoff_initial_seconds": 0.05,
+            "backoff_max_seconds": 0.2,
+        }
+    )
     started = time.monotonic()
     with pytest.raises((GatewayConnectionError, GatewayCircuitOpenError)):
         await run(emulator, pg_connect, make_items(30), config=config)
@@ -240,16 +283,22 @@ BAD_LINES = {
     "not_utf8": b'{"id": "u", "text": "LATIN1-TEXT caf\xe9"}',
     "not_json": b'{"id": "j", "text": ',
     "nan_metadata": b'{"id": "n", "text": "hello", "metadata": {"score": NaN}}',
-    "too_deep": b'{"id": "d", "text": "hello", "metadata": ' + b'[' * 40 + b']' * 40 + b'}',
-    "parser_recursion": b'[' * 100_000 + b']' * 100_000,
+    "too_deep": b'{"id": "d", "text": "hello", "metadata": ' + b"[" * 40 + b"]" * 40 + b"}",
+    "parser_recursion": b"[" * 100_000 + b"]" * 100_000,
     "empty_text": b'{"id": "e", "text": ""}',
     "blank_text": b'{"id": "w", "text": " \\n\\t "}',
     "blank_messages": b'{"id": "bm", "messages": [{"role": "user", "content": "   "}]}',
     "not_a_mapping": b'["id", "x"]',
 }
 EXPECTED_CODES = {
-    "nul_character": 2, "lone_surrogate": 2, "not_utf8": 1, "not_json": 2, "bad_number": 1, "too_deep": 1,
-    "empty_prompt": 3, "not_mapping": 1,
+    "nul_character": 2,
+    "lone_surrogate": 2,
+    "not_utf8": 1,
+    "not_json": 2,
+    "bad_number": 1,
+    "too_deep": 1,
+    "empty_prompt": 3,
+    "not_mapping": 1,
 }
 
 
@@ -357,21 +406,43 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
     export_airflow_connection(monkeypatch, "batch_pg", pg_server)
     monkeypatch.setenv("AIRFLOW_VAR_GENESYS_LLM_ID_KEY", TEST_ID_KEY_TEXT)
     if not fails_without_retry:  # a database that is not there (yet): transient, Airflow retries
-        unreachable = {"conn_type": "postgres", "host": "/nonexistent", "port": 5432, "login": "postgres",
-                       "schema": "postgres", "extra": {"connect_timeout": 2}}
+        unreachable = {
+            "conn_type": "postgres",
+            "host": "/nonexistent",
+            "port": 5432,
+            "login": "postgres",
+            "schema": "postgres",
+            "extra": {"connect_timeout": 2},
+        }
         monkeypatch.setenv("AIRFLOW_CONN_BATCH_PG", json.dumps(unreachable))
-    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", json.dumps({
-        "conn_type": "genesys_llm", "login": "emulator-client", "password": "emulator-secret",
-        "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-                  "stream_base_url": emulator.ws_url},
-    }))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GENESYS_LLM_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "genesys_llm",
+                "login": "emulator-client",
+                "password": "emulator-secret",
+                "extra": {
+                    "api_base_url": emulator.base_url,
+                    "login_base_url": emulator.base_url,
+                    "stream_base_url": emulator.ws_url,
+                },
+            }
+        ),
+    )
     existing = PgVectorStore.from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
     if fails_without_retry:
         with existing:
             existing.ensure_schema()  # a 384-d table, so dimension=3 is a mismatch
     operator = GenesysLLMBatchCompletionOperator(
-        task_id="batch", items=make_items(3), table=table, schema=pg_connect.schema, postgres_conn_id="batch_pg",
-        embedding_dimension=dimension, index_mode="none", audit_table=None,
+        task_id="batch",
+        items=make_items(3),
+        table=table,
+        schema=pg_connect.schema,
+        postgres_conn_id="batch_pg",
+        embedding_dimension=dimension,
+        index_mode="none",
+        audit_table=None,
     )
     with pytest.raises(Exception) as caught:
         await operator.aexecute({})
@@ -381,8 +452,14 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
 
 async def test_a_gateway_error_quoting_a_customer_is_recorded_masked(emulator, pg_connect):
     """The client keeps the gateway's words out of the message; the failures table gets them masked."""
-    emulator.add_fault(endpoint="ws", kind="http_error", status=400, code="invalid_request", count=1,
-                       message="Rejected prompt for jane.doe@example.com, card 4111 1111 1111 1111")
+    emulator.add_fault(
+        endpoint="ws",
+        kind="http_error",
+        status=400,
+        code="invalid_request",
+        count=1,
+        message="Rejected prompt for jane.doe@example.com, card 4111 1111 1111 1111",
+    )
     stats = await run(emulator, pg_connect, make_items(3))
     assert (stats.succeeded, stats.failed) == (2, 1)
     with pg_connect() as conn:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from test_coordination import conninfo_of, run_processes, wait_for_marker
 
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
@@ -26,7 +27,6 @@ from airflow_provider_genesys_llm.coordination import (
     UnknownModelPriceError,
     estimate,
 )
-from test_coordination import conninfo_of, run_processes, wait_for_marker
 
 SPAWN = multiprocessing.get_context("spawn")
 PRICES = PriceTable(currency="USD", models={"genesys-llm-v2": {"prompt_per_1k": "0.50", "completion_per_1k": "1.50"}})
@@ -34,6 +34,7 @@ DAY = date(2026, 12, 4)
 
 
 # --- prices and plans ---------------------------------------------------------------------
+
 
 def test_prices_are_exact_and_an_unpriced_model_is_an_error() -> None:
     assert PRICES.cost("genesys-llm-v2", 1000, 1000) == Decimal("2.00")
@@ -59,18 +60,27 @@ def test_estimate_scales_the_sample_and_takes_the_tighter_quota() -> None:
 
 async def test_a_plan_from_five_items_is_within_20_percent_of_the_real_run(emulator) -> None:
     TOKEN_CACHE.clear()
-    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret",
-                           api_base_url=emulator.base_url, login_base_url=emulator.base_url,
-                           stream_base_url=emulator.ws_url)
-    texts = [f"Customer {n} calls about invoice {n * 37} and a late delivery " + "detail " * (n % 13)
-             for n in range(60)]
+    config = GatewayConfig(
+        client_id="emulator-client",
+        client_secret="emulator-secret",
+        api_base_url=emulator.base_url,
+        login_base_url=emulator.base_url,
+        stream_base_url=emulator.ws_url,
+    )
+    texts = [
+        f"Customer {n} calls about invoice {n * 37} and a late delivery " + "detail " * (n % 13) for n in range(60)
+    ]
     async with GatewayClient(config) as client:
-        async def run(batch: list[str]) -> list:
-            return await asyncio.gather(*(client.complete(client.request(messages=[{"role": "user", "content": t}]))
-                                          for t in batch))
 
-        sample = [SampleCompletion(r.usage.prompt_tokens, r.usage.completion_tokens, r.total_ms / 1000)
-                  for r in await run(texts[:5])]
+        async def run(batch: list[str]) -> list:
+            return await asyncio.gather(
+                *(client.complete(client.request(messages=[{"role": "user", "content": t}])) for t in batch)
+            )
+
+        sample = [
+            SampleCompletion(r.usage.prompt_tokens, r.usage.completion_tokens, r.total_ms / 1000)
+            for r in await run(texts[:5])
+        ]
         plan = estimate(len(texts) - 5, sample, PRICES, config.model, max_concurrency=10, requests_per_minute=300)
         results = await run(texts[5:])
     real = sum(PRICES.cost(r.model, r.usage.prompt_tokens, r.usage.completion_tokens) for r in results)
@@ -78,6 +88,7 @@ async def test_a_plan_from_five_items_is_within_20_percent_of_the_real_run(emula
 
 
 # --- budgets across processes -------------------------------------------------------------
+
 
 def reserve_until_denied(conninfo: str, worker: str, amount: str, budget: str) -> None:
     asyncio.run(_reserve_until_denied(conninfo, worker, Decimal(amount), Decimal(budget)))
@@ -113,8 +124,9 @@ def test_concurrent_reservations_never_exceed_the_budget(pg_connect) -> None:
     conninfo = conninfo_of(pg_connect)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("CREATE TABLE granted (worker text, n integer)")
-    run_processes([SPAWN.Process(target=reserve_until_denied, args=(conninfo, f"w{n}", "0.07", "1.00"))
-                   for n in range(4)])
+    run_processes(
+        [SPAWN.Process(target=reserve_until_denied, args=(conninfo, f"w{n}", "0.07", "1.00")) for n in range(4)]
+    )
     with psycopg.connect(conninfo) as conn:
         total = conn.execute("SELECT sum(n), count(*) FROM granted").fetchone()
         reserved = conn.execute("SELECT sum(amount) FROM genesys_llm_spend").fetchone()
@@ -183,7 +195,8 @@ async def test_task_and_dag_run_budgets_hold_alongside_the_daily_one(pg_connect)
         other_run = SpendScope("genesys-gw", dag_run="run-2", task="enrich/0")
         assert isinstance(await ledger.reserve(other_run, Decimal("0.2"), day=DAY), Reservation)
         # Another connection has budgets of its own.
-        assert isinstance(await ledger.reserve(SpendScope("other-gw", "run-1", "enrich/0"), Decimal("0.3"), day=DAY),
-                          Reservation)
+        assert isinstance(
+            await ledger.reserve(SpendScope("other-gw", "run-1", "enrich/0"), Decimal("0.3"), day=DAY), Reservation
+        )
         with pytest.raises(ValueError):
             await ledger.reserve(task_a, Decimal("-1"), day=DAY)

@@ -12,9 +12,9 @@ import time
 from multiprocessing.synchronize import Barrier
 
 import psycopg
+from test_coordination import PROCESS_TIMEOUT, conninfo_of, run_processes, wait_for_marker
 
 from airflow_provider_genesys_llm.coordination import ItemClaims
-from test_coordination import PROCESS_TIMEOUT, conninfo_of, run_processes, wait_for_marker
 
 SPAWN = multiprocessing.get_context("spawn")
 NAMESPACE = "results"
@@ -31,6 +31,7 @@ def create_tables(conninfo: str) -> None:
 
 # --- worker processes ---------------------------------------------------------------------
 
+
 def claim_and_pay(conninfo: str, worker: str, order: str, barrier: Barrier) -> None:
     """One delivery of the whole batch (as a duplicate task would run it): claim, pay, complete."""
     asyncio.run(_claim_and_pay(conninfo, worker, order, barrier))
@@ -38,12 +39,14 @@ def claim_and_pay(conninfo: str, worker: str, order: str, barrier: Barrier) -> N
 
 async def _claim_and_pay(conninfo: str, worker: str, order: str, barrier: Barrier) -> None:
     ids = {"up": IDS, "down": IDS[::-1], "shuffled": random.sample(IDS, len(IDS))}[order]
-    async with ItemClaims(conninfo, NAMESPACE, "dag/run-1/enrich/0", lease_seconds=2.0) as claims, \
-            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as db:
+    async with (
+        ItemClaims(conninfo, NAMESPACE, "dag/run-1/enrich/0", lease_seconds=2.0) as claims,
+        await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as db,
+    ):
         await claims.start()
         barrier.wait(30)  # all deliveries start together, as a redelivered task would race the first
         for start in range(0, len(ids), 20):
-            outcome = await claims.claim(ids[start:start + 20], wait=20)
+            outcome = await claims.claim(ids[start : start + 20], wait=20)
             assert not outcome.busy, outcome.busy  # waited until the other deliveries finished them
             async with db.cursor() as cursor:
                 await cursor.executemany("INSERT INTO paid VALUES (%s, %s)", [(i, worker) for i in outcome.granted])
@@ -74,12 +77,17 @@ async def _claim_then_wait(conninfo: str, worker: str, count: int, lease: float)
 
 # --- tests --------------------------------------------------------------------------------
 
+
 def test_three_deliveries_of_the_same_batch_pay_each_item_once(pg_connect) -> None:
     conninfo = conninfo_of(pg_connect)
     create_tables(conninfo)
     barrier = SPAWN.Barrier(3)
-    run_processes([SPAWN.Process(target=claim_and_pay, args=(conninfo, order, order, barrier))
-                   for order in ("up", "down", "shuffled")])
+    run_processes(
+        [
+            SPAWN.Process(target=claim_and_pay, args=(conninfo, order, order, barrier))
+            for order in ("up", "down", "shuffled")
+        ]
+    )
     with psycopg.connect(conninfo) as conn:
         paid = conn.execute("SELECT item_id, count(*) FROM paid GROUP BY item_id").fetchall()
         workers = conn.execute("SELECT count(DISTINCT worker) FROM paid").fetchone()
@@ -118,8 +126,9 @@ def test_a_killed_claimers_items_are_taken_over_after_the_lease(pg_connect) -> N
         victim.join(10)
     assert waited <= lease + 1.0
     with psycopg.connect(conninfo) as conn:
-        assert conn.execute("SELECT min(attempts), max(attempts) FROM genesys_llm_item_claims"
-                            " WHERE item_id = ANY(%s)", (IDS[:50],)).fetchone() == (2, 2)
+        assert conn.execute(
+            "SELECT min(attempts), max(attempts) FROM genesys_llm_item_claims WHERE item_id = ANY(%s)", (IDS[:50],)
+        ).fetchone() == (2, 2)
 
 
 def test_a_stalled_claimer_learns_its_items_were_taken_over(pg_connect) -> None:
@@ -157,8 +166,10 @@ def test_a_stalled_claimer_learns_its_items_were_taken_over(pg_connect) -> None:
 async def test_a_retry_of_the_same_task_waits_and_a_release_hands_items_over(pg_connect) -> None:
     conninfo = conninfo_of(pg_connect)
     owner = "dag/run-1/enrich/0"  # the same task-instance key: still two deliveries
-    async with ItemClaims(conninfo, NAMESPACE, owner, lease_seconds=1.0) as first, \
-            ItemClaims(conninfo, NAMESPACE, owner, lease_seconds=1.0) as second:
+    async with (
+        ItemClaims(conninfo, NAMESPACE, owner, lease_seconds=1.0) as first,
+        ItemClaims(conninfo, NAMESPACE, owner, lease_seconds=1.0) as second,
+    ):
         assert (await first.claim(IDS[:4])).granted == tuple(IDS[:4])
         await asyncio.sleep(2.5)  # beyond the lease: the heartbeat renewed it
         outcome = await second.claim(IDS[:4])

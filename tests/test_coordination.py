@@ -44,9 +44,14 @@ def conninfo_of(pg_connect) -> str:
 
 def gate_settings(**overrides: object) -> CoordinationSettings:
     values: dict[str, object] = {
-        "enabled": True, "postgres_conn_id": "coordination_db", "max_concurrency": 3,
-        "requests_per_minute": None, "lease_seconds": 2.0, "min_backfill_share": 0.25,
-        "recovery_window_seconds": 60.0, "poll_max_seconds": 0.3,
+        "enabled": True,
+        "postgres_conn_id": "coordination_db",
+        "max_concurrency": 3,
+        "requests_per_minute": None,
+        "lease_seconds": 2.0,
+        "min_backfill_share": 0.25,
+        "recovery_window_seconds": 60.0,
+        "poll_max_seconds": 0.3,
     }
     return CoordinationSettings(**{**values, **overrides})
 
@@ -62,17 +67,21 @@ def create_probe_tables(conninfo: str) -> None:
 
 # --- worker processes (spawned: top-level functions, fresh interpreters) ------------------
 
-def hammer(conninfo: str, settings_json: str, worker: str, priority: str, tasks: int, slots: int,
-           hold: float) -> None:
-    asyncio.run(_hammer(conninfo, CoordinationSettings.model_validate_json(settings_json), worker, priority, tasks,
-                        slots, hold))
+
+def hammer(conninfo: str, settings_json: str, worker: str, priority: str, tasks: int, slots: int, hold: float) -> None:
+    asyncio.run(
+        _hammer(conninfo, CoordinationSettings.model_validate_json(settings_json), worker, priority, tasks, slots, hold)
+    )
 
 
-async def _hammer(conninfo: str, settings: CoordinationSettings, worker: str, priority: str, tasks: int, slots: int,
-                  hold: float) -> None:
+async def _hammer(
+    conninfo: str, settings: CoordinationSettings, worker: str, priority: str, tasks: int, slots: int, hold: float
+) -> None:
     rows: list[tuple[object, ...]] = []
-    async with GatewayCoordinator(conninfo, CONN_ID, settings) as gate, \
-            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
+    async with (
+        GatewayCoordinator(conninfo, CONN_ID, settings) as gate,
+        await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe,
+    ):
 
         async def clock() -> datetime:
             cursor = await probe.execute("SELECT clock_timestamp()")
@@ -127,18 +136,31 @@ async def _report_429(conninfo: str, settings: CoordinationSettings, retry_after
             slot.report(status=429, retry_after=retry_after)
 
 
-def complete_through_gate(conninfo: str, settings_json: str, base_url: str, ws_url: str, worker: str,
-                          streams: int, items: int) -> None:
-    asyncio.run(_complete_through_gate(conninfo, CoordinationSettings.model_validate_json(settings_json), base_url,
-                                       ws_url, worker, streams, items))
+def complete_through_gate(
+    conninfo: str, settings_json: str, base_url: str, ws_url: str, worker: str, streams: int, items: int
+) -> None:
+    asyncio.run(
+        _complete_through_gate(
+            conninfo, CoordinationSettings.model_validate_json(settings_json), base_url, ws_url, worker, streams, items
+        )
+    )
 
 
-async def _complete_through_gate(conninfo: str, settings: CoordinationSettings, base_url: str, ws_url: str,
-                                 worker: str, streams: int, items: int) -> None:
+async def _complete_through_gate(
+    conninfo: str, settings: CoordinationSettings, base_url: str, ws_url: str, worker: str, streams: int, items: int
+) -> None:
     """`streams` streams, each wrapping the raw client's `complete` in a slot; no client retries."""
-    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", api_base_url=base_url,
-                           login_base_url=base_url, stream_base_url=ws_url, max_concurrency=streams, max_attempts=1)
+    config = GatewayConfig(
+        client_id="emulator-client",
+        client_secret="emulator-secret",
+        api_base_url=base_url,
+        login_base_url=base_url,
+        stream_base_url=ws_url,
+        max_concurrency=streams,
+        max_attempts=1,
+    )
     async with GatewayClient(config) as client, GatewayCoordinator(conninfo, CONN_ID, settings) as gate:
+
         async def stream(n: int) -> None:
             for item in range(items):
                 request = client.request(messages=[{"role": "user", "content": f"{worker} stream {n} item {item}"}])
@@ -149,6 +171,7 @@ async def _complete_through_gate(conninfo: str, settings: CoordinationSettings, 
 
 
 # --- helpers of the parent ----------------------------------------------------------------
+
 
 def run_processes(processes: list[multiprocessing.process.BaseProcess], timeout: float = PROCESS_TIMEOUT) -> None:
     for process in processes:
@@ -170,8 +193,11 @@ def max_overlap(conninfo: str, where: str = "true") -> int:
     with psycopg.connect(conninfo) as conn:
         row = conn.execute(
             "SELECT coalesce(max(open), 0) FROM (SELECT sum(delta) OVER (ORDER BY at, delta ROWS UNBOUNDED PRECEDING)"
-            " AS open FROM (SELECT started AS at, 1 AS delta FROM probe WHERE " + where
-            + " UNION ALL SELECT ended, -1 FROM probe WHERE " + where + ") AS events) AS running"
+            " AS open FROM (SELECT started AS at, 1 AS delta FROM probe WHERE "
+            + where
+            + " UNION ALL SELECT ended, -1 FROM probe WHERE "
+            + where
+            + ") AS events) AS running"
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -187,17 +213,22 @@ def wait_for_marker(conninfo: str, worker: str, timeout: float = 60.0) -> None:
 
 # --- the policy, as pure arithmetic -------------------------------------------------------
 
+
 def test_grant_serves_interactive_first_and_keeps_backfill_share() -> None:
     # 4 slots, share 1: interactive may take 3 while backfill demands, backfill keeps 1.
     assert grant(4, 0.25, {}, {"interactive": 9, "backfill": 9}, {"interactive": 9, "backfill": 9}, 100) == {
-        "interactive": 3, "backfill": 1}
+        "interactive": 3,
+        "backfill": 1,
+    }
     # Backfill alone fills everything; with interactive waiting elsewhere it stops at its share.
     assert grant(4, 0.25, {}, {"backfill": 9}, {"backfill": 9}, 100) == {"interactive": 0, "backfill": 4}
     assert grant(4, 0.25, {"backfill": 1}, {"interactive": 2, "backfill": 9}, {"backfill": 9}, 100)["backfill"] == 0
     # No backfill demand: interactive may use every slot; a share of 0 lets it starve backfill.
     assert grant(4, 0.25, {}, {"interactive": 9}, {"interactive": 9}, 100)["interactive"] == 4
     assert grant(4, 0.0, {}, {"interactive": 9, "backfill": 9}, {"interactive": 9, "backfill": 9}, 100) == {
-        "interactive": 4, "backfill": 0}
+        "interactive": 4,
+        "backfill": 0,
+    }
     # The rate bucket and the limit both cap grants.
     assert sum(grant(4, 0.25, {}, {"backfill": 9}, {"backfill": 9}, 2).values()) == 2
     assert sum(grant(4, 0.25, {"interactive": 4}, {"backfill": 9}, {"backfill": 9}, 9).values()) == 0
@@ -241,8 +272,9 @@ def test_the_settings_and_prices_import_without_psycopg() -> None:
 
 
 async def test_an_unreachable_database_fails_fast_with_a_typed_error_without_the_password() -> None:
-    gate = GatewayCoordinator("host=/nonexistent-socket-dir port=1 user=u password=hunter2-secret dbname=d",
-                              CONN_ID, gate_settings())
+    gate = GatewayCoordinator(
+        "host=/nonexistent-socket-dir port=1 user=u password=hunter2-secret dbname=d", CONN_ID, gate_settings()
+    )
     started = time.monotonic()
     with pytest.raises(CoordinationUnavailableError, match="a retry reconnects") as failure:
         async with gate.slot("interactive", timeout=5):
@@ -254,12 +286,14 @@ async def test_an_unreachable_database_fails_fast_with_a_typed_error_without_the
 
 # --- several OS processes against one gate ------------------------------------------------
 
+
 def test_max_in_flight_never_exceeds_the_shared_limit(pg_connect) -> None:
     conninfo = conninfo_of(pg_connect)
     create_probe_tables(conninfo)
     settings = gate_settings(max_concurrency=3).model_dump_json()
-    workers = [SPAWN.Process(target=hammer, args=(conninfo, settings, f"w{n}", "backfill", 4, 5, 0.05))
-               for n in range(4)]
+    workers = [
+        SPAWN.Process(target=hammer, args=(conninfo, settings, f"w{n}", "backfill", 4, 5, 0.05)) for n in range(4)
+    ]
     run_processes(workers)
     with psycopg.connect(conninfo) as conn:
         assert conn.execute("SELECT count(*) FROM probe").fetchone() == (80,)
@@ -321,12 +355,16 @@ def test_interactive_is_served_before_backfill_which_keeps_its_share(pg_connect)
     with psycopg.connect(conninfo) as conn:
         first, last = conn.execute("SELECT min(started), max(ended) FROM probe WHERE worker = 'i'").fetchone()
         within = "started >= %s AND ended <= %s"
-        counts = dict(conn.execute(
-            "SELECT priority, count(*) FROM probe WHERE " + within + " GROUP BY priority", (first, last)
-        ).fetchall())
-        waits = dict(conn.execute(
-            "SELECT priority, avg(waited) FROM probe WHERE " + within + " GROUP BY priority", (first, last)
-        ).fetchall())
+        counts = dict(
+            conn.execute(
+                "SELECT priority, count(*) FROM probe WHERE " + within + " GROUP BY priority", (first, last)
+            ).fetchall()
+        )
+        waits = dict(
+            conn.execute(
+                "SELECT priority, avg(waited) FROM probe WHERE " + within + " GROUP BY priority", (first, last)
+            ).fetchall()
+        )
     assert max_overlap(conninfo) <= 4
     assert max_overlap(conninfo, "priority = 'backfill'") == 4  # alone, backfill used all slots
     # While interactive work waited, it got about three slots in four; backfill kept its one.
@@ -365,8 +403,10 @@ def test_the_shared_rate_bucket_paces_all_processes(pg_connect) -> None:
     conninfo = conninfo_of(pg_connect)
     create_probe_tables(conninfo)
     settings = gate_settings(max_concurrency=50, requests_per_minute=600)
-    workers = [SPAWN.Process(target=hammer, args=(conninfo, settings.model_dump_json(), f"w{n}", "backfill", 4, 5, 0))
-               for n in range(2)]
+    workers = [
+        SPAWN.Process(target=hammer, args=(conninfo, settings.model_dump_json(), f"w{n}", "backfill", 4, 5, 0))
+        for n in range(2)
+    ]
     run_processes(workers)
     bucket = Bucket(600)
     with psycopg.connect(conninfo) as conn:
@@ -381,8 +421,15 @@ def test_two_processes_through_the_gate_stay_within_the_emulators_quota(pg_conne
     conninfo = conninfo_of(pg_connect)
     emulator.configure(org_max_concurrent_streams=4, completion_tokens=20, token_delay=0.01)
     settings = gate_settings(max_concurrency=4).model_dump_json()
-    run_processes([SPAWN.Process(target=complete_through_gate, args=(
-        conninfo, settings, emulator.base_url, emulator.ws_url, f"w{n}", 6, 4)) for n in range(2)])
+    run_processes(
+        [
+            SPAWN.Process(
+                target=complete_through_gate,
+                args=(conninfo, settings, emulator.base_url, emulator.ws_url, f"w{n}", 6, 4),
+            )
+            for n in range(2)
+        ]
+    )
     counters = emulator.counters()
     assert counters["max_concurrent_streams"] == 4  # 12 streams wanted more; the gate held them at the quota
     assert counters["quota_429s"] == 0
@@ -391,9 +438,14 @@ def test_two_processes_through_the_gate_stay_within_the_emulators_quota(pg_conne
 
 # --- the emulator's organisation-wide quota -----------------------------------------------
 
+
 def _token(emulator, client_id: str, secret: str) -> str:
-    answer = httpx.post(emulator.base_url + "/oauth/token", auth=(client_id, secret),
-                        data={"grant_type": "client_credentials"}, timeout=10)
+    answer = httpx.post(
+        emulator.base_url + "/oauth/token",
+        auth=(client_id, secret),
+        data={"grant_type": "client_credentials"},
+        timeout=10,
+    )
     answer.raise_for_status()
     return answer.json()["access_token"]
 
@@ -409,13 +461,18 @@ async def test_the_ninth_stream_across_two_clients_gets_429_with_retry_after(emu
     async with httpx.AsyncClient(timeout=30) as http:
         opened = []
         for n in range(8):
-            request = http.build_request("POST", url, json=_chat_body(f"item {n}"), headers={
-                "Authorization": f"Bearer {tokens[n % 2]}", "X-Request-Id": f"req-{n}"})
+            request = http.build_request(
+                "POST",
+                url,
+                json=_chat_body(f"item {n}"),
+                headers={"Authorization": f"Bearer {tokens[n % 2]}", "X-Request-Id": f"req-{n}"},
+            )
             response = await http.send(request, stream=True)
             assert response.status_code == 200
             opened.append(response)
-        ninth = await http.post(url, json=_chat_body("item 8"), headers={
-            "Authorization": f"Bearer {tokens[0]}", "X-Request-Id": "req-8"})
+        ninth = await http.post(
+            url, json=_chat_body("item 8"), headers={"Authorization": f"Bearer {tokens[0]}", "X-Request-Id": "req-8"}
+        )
         assert ninth.status_code == 429
         assert ninth.headers["Retry-After"] == "1"
         assert ninth.json()["code"] == "too.many.requests"
@@ -423,8 +480,9 @@ async def test_the_ninth_stream_across_two_clients_gets_429_with_retry_after(emu
             body = (await response.aread()).decode()
             assert "[DONE]" in body
             await response.aclose()
-        after = await http.post(url, json=_chat_body("item 8"), headers={
-            "Authorization": f"Bearer {tokens[1]}", "X-Request-Id": "req-8"})
+        after = await http.post(
+            url, json=_chat_body("item 8"), headers={"Authorization": f"Bearer {tokens[1]}", "X-Request-Id": "req-8"}
+        )
         assert after.status_code == 200
     counters = emulator.counters()
     assert counters["max_concurrent_streams"] == 8
@@ -436,13 +494,21 @@ async def test_the_ninth_stream_across_two_clients_gets_429_with_retry_after(emu
 async def test_websocket_streams_share_the_quota_and_a_refused_request_is_rate_limited(emulator) -> None:
     TOKEN_CACHE.clear()
     emulator.configure(org_max_concurrent_streams=2, completion_tokens=20, token_delay=0.05)
-    urls = {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-            "stream_base_url": emulator.ws_url, "max_attempts": 1}
+    urls = {
+        "api_base_url": emulator.base_url,
+        "login_base_url": emulator.base_url,
+        "stream_base_url": emulator.ws_url,
+        "max_attempts": 1,
+    }
     first_config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", **urls)
-    async with GatewayClient(first_config) as first, \
-            GatewayClient(GatewayConfig(client_id="id", client_secret="secret", **urls)) as second:
-        running = [asyncio.create_task(client.complete(client.request(messages=[{"role": "user", "content": f"x{n}"}])))
-                   for n, client in enumerate((first, second))]
+    async with (
+        GatewayClient(first_config) as first,
+        GatewayClient(GatewayConfig(client_id="id", client_secret="secret", **urls)) as second,
+    ):
+        running = [
+            asyncio.create_task(client.complete(client.request(messages=[{"role": "user", "content": f"x{n}"}])))
+            for n, client in enumerate((first, second))
+        ]
         await asyncio.sleep(0.3)
         with pytest.raises(GatewayRateLimitError) as refused:
             await first.complete(first.request(messages=[{"role": "user", "content": "third"}]))
@@ -460,9 +526,10 @@ async def test_requests_per_minute_quota_and_paid_twice_counters(emulator) -> No
     url = emulator.base_url + "/api/v2/ai/generations/chat/completions"
     async with httpx.AsyncClient(timeout=30) as http:
         statuses = []
-        for n in range(4):  # the same request id and prompt three times: paid three times
-            answer = await http.post(url, json=_chat_body("same prompt"), headers={
-                "Authorization": f"Bearer {token}", "X-Request-Id": "dup"})
+        for _ in range(4):  # the same request id and prompt three times: paid three times
+            answer = await http.post(
+                url, json=_chat_body("same prompt"), headers={"Authorization": f"Bearer {token}", "X-Request-Id": "dup"}
+            )
             statuses.append(answer.status_code)
         assert statuses == [200, 200, 200, 429]
         assert 1 <= int(answer.headers["Retry-After"]) <= 60

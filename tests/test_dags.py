@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-
 from airflow_runner import airflow_env, dags_test
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +54,8 @@ def test_enrichment_dag_for_one_day_then_again_sends_no_completions(airflow_home
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     landed = scalar(
         pg_server,
-        "SELECT count(*) FROM genesys_transcripts WHERE conversation_start >= '2026-11-05' AND conversation_start < '2026-11-06'",
+        "SELECT count(*) FROM genesys_transcripts"
+        " WHERE conversation_start >= '2026-11-05' AND conversation_start < '2026-11-06'",
     )
     enriched = scalar(
         pg_server,

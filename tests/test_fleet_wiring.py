@@ -47,9 +47,15 @@ PROCESS_TIMEOUT = 120.0
 
 def emulator_config(base_url: str, ws_url: str, **overrides: Any) -> GatewayConfig:
     values: dict[str, Any] = {
-        "client_id": "emulator-client", "client_secret": "emulator-secret", "api_base_url": base_url,
-        "login_base_url": base_url, "stream_base_url": ws_url, "max_concurrency": 8,
-        "requests_per_minute": 1_000_000, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 1.0,
+        "client_id": "emulator-client",
+        "client_secret": "emulator-secret",
+        "api_base_url": base_url,
+        "login_base_url": base_url,
+        "stream_base_url": ws_url,
+        "max_concurrency": 8,
+        "requests_per_minute": 1_000_000,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 1.0,
     }
     return GatewayConfig(**{**values, **overrides})
 
@@ -89,45 +95,71 @@ def stored_rows(conninfo: str) -> tuple[int, int]:
 
 # --- worker processes ---------------------------------------------------------------------
 
+
 def deliver(conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, offset: int, barrier: Barrier) -> None:
     """One delivery of the same 200-item task (as a broker redelivery would run it), starting at `offset`."""
     asyncio.run(_deliver(conninfo, schema, base_url, ws_url, worker, offset, barrier))
 
 
-async def _deliver(conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, offset: int,
-                   barrier: Barrier) -> None:
+async def _deliver(
+    conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, offset: int, barrier: Barrier
+) -> None:
     items = make_items(200)
     items = items[offset:] + items[:offset]
     claims = ItemClaims(conninfo, f"{schema}.results", f"dag/run-1/enrich/-1/{worker}", lease_seconds=5.0)
     await claims.start()
     with open_store(conninfo, schema) as store:
         async with GatewayClient(emulator_config(base_url, ws_url)) as client:
-            runner = BatchRunner(client, store, client.embed, id_key=TEST_ID_KEY,
-                                 settings=BatchSettings(concurrency=8, chunk_size=10, window=20),
-                                 fleet=FleetControls(claims=claims, prices=PRICES, claim_wait_seconds=60.0))
+            runner = BatchRunner(
+                client,
+                store,
+                client.embed,
+                id_key=TEST_ID_KEY,
+                settings=BatchSettings(concurrency=8, chunk_size=10, window=20),
+                fleet=FleetControls(claims=claims, prices=PRICES, claim_wait_seconds=60.0),
+            )
             barrier.wait(30)  # both deliveries start together
             stats = await runner.run(items)
-    report(conninfo, worker, {"succeeded": stats.succeeded, "skipped_existing": stats.skipped_existing,
-                              "skipped_claimed": stats.skipped_claimed, "claims_lost": stats.claims_lost,
-                              "cost": str(stats.cost)})
+    report(
+        conninfo,
+        worker,
+        {
+            "succeeded": stats.succeeded,
+            "skipped_existing": stats.skipped_existing,
+            "skipped_claimed": stats.skipped_claimed,
+            "claims_lost": stats.claims_lost,
+            "cost": str(stats.cost),
+        },
+    )
 
 
-def gated_batch(conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, settings_json: str,
-                count: int) -> None:
+def gated_batch(
+    conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, settings_json: str, count: int
+) -> None:
     """A batch of `count` items of its own, each completion attempt inside a fleet slot."""
-    asyncio.run(_gated_batch(conninfo, schema, base_url, ws_url, worker,
-                             CoordinationSettings.model_validate_json(settings_json), count))
+    asyncio.run(
+        _gated_batch(
+            conninfo, schema, base_url, ws_url, worker, CoordinationSettings.model_validate_json(settings_json), count
+        )
+    )
 
 
-async def _gated_batch(conninfo: str, schema: str, base_url: str, ws_url: str, worker: str,
-                       settings: CoordinationSettings, count: int) -> None:
-    items = [{**item, "id": f"{worker}-{item['id']}", "text": f"{worker}: {item['text']}"}
-             for item in make_items(count)]
+async def _gated_batch(
+    conninfo: str, schema: str, base_url: str, ws_url: str, worker: str, settings: CoordinationSettings, count: int
+) -> None:
+    items = [
+        {**item, "id": f"{worker}-{item['id']}", "text": f"{worker}: {item['text']}"} for item in make_items(count)
+    ]
     gate = GatewayCoordinator(conninfo, CONN_ID, settings)
     with open_store(conninfo, schema) as store:
         async with GatewayClient(emulator_config(base_url, ws_url), gate=gate, priority="backfill") as client:
-            runner = BatchRunner(client, store, client.embed, id_key=TEST_ID_KEY,
-                                 settings=BatchSettings(concurrency=8, chunk_size=20, window=40))
+            runner = BatchRunner(
+                client,
+                store,
+                client.embed,
+                id_key=TEST_ID_KEY,
+                settings=BatchSettings(concurrency=8, chunk_size=20, window=40),
+            )
             stats = await runner.run(items)
             requests = client.stats.requests_sent
     report(conninfo, worker, {"succeeded": stats.succeeded, "failed": stats.failed, "requests": requests})
@@ -135,14 +167,22 @@ async def _gated_batch(conninfo: str, schema: str, base_url: str, ws_url: str, w
 
 # --- across processes ---------------------------------------------------------------------
 
+
 def test_two_deliveries_in_separate_processes_pay_each_item_once(pg_connect, emulator) -> None:
     conninfo = conninfo_of(pg_connect)
     prepare(conninfo, pg_connect.schema)
     emulator.configure(completion_tokens=20, token_delay=0.005)
     barrier = SPAWN.Barrier(2)
-    run_processes([SPAWN.Process(target=deliver, args=(conninfo, pg_connect.schema, emulator.base_url,
-                                                       emulator.ws_url, worker, offset, barrier))
-                   for worker, offset in (("a", 0), ("b", 0))], timeout=PROCESS_TIMEOUT)
+    run_processes(
+        [
+            SPAWN.Process(
+                target=deliver,
+                args=(conninfo, pg_connect.schema, emulator.base_url, emulator.ws_url, worker, offset, barrier),
+            )
+            for worker, offset in (("a", 0), ("b", 0))
+        ],
+        timeout=PROCESS_TIMEOUT,
+    )
     counters = emulator.counters()
     assert counters["completions_paid"] == 200
     assert counters["paid_twice_prompts"] == 0 and counters["paid_twice_request_ids"] == 0
@@ -162,11 +202,32 @@ def test_two_gated_processes_stay_within_the_org_quota(pg_connect, emulator) -> 
     conninfo = conninfo_of(pg_connect)
     prepare(conninfo, pg_connect.schema)
     emulator.configure(org_max_concurrent_streams=8, completion_tokens=20, token_delay=0.01)
-    settings = CoordinationSettings(enabled=True, postgres_conn_id="coordination_db", max_concurrency=8,
-                                    requests_per_minute=None, lease_seconds=5.0, poll_max_seconds=0.3)
-    run_processes([SPAWN.Process(target=gated_batch, args=(conninfo, pg_connect.schema, emulator.base_url,
-                                                           emulator.ws_url, worker, settings.model_dump_json(), 80))
-                   for worker in ("a", "b")], timeout=PROCESS_TIMEOUT)
+    settings = CoordinationSettings(
+        enabled=True,
+        postgres_conn_id="coordination_db",
+        max_concurrency=8,
+        requests_per_minute=None,
+        lease_seconds=5.0,
+        poll_max_seconds=0.3,
+    )
+    run_processes(
+        [
+            SPAWN.Process(
+                target=gated_batch,
+                args=(
+                    conninfo,
+                    pg_connect.schema,
+                    emulator.base_url,
+                    emulator.ws_url,
+                    worker,
+                    settings.model_dump_json(),
+                    80,
+                ),
+            )
+            for worker in ("a", "b")
+        ],
+        timeout=PROCESS_TIMEOUT,
+    )
     counters = emulator.counters()
     done = reports(conninfo)
     requests = counters["completions_paid"] + counters["quota_429s"]  # completion requests the gateway answered
@@ -180,20 +241,29 @@ def test_two_gated_processes_stay_within_the_org_quota(pg_connect, emulator) -> 
 
 # --- in one process -----------------------------------------------------------------------
 
+
 async def test_a_429_inside_a_slot_is_reported_to_the_fleet_and_a_busy_gate_is_a_typed_timeout(
     pg_connect, emulator
 ) -> None:
     TOKEN_CACHE.clear()
     conninfo = conninfo_of(pg_connect)
-    settings = CoordinationSettings(enabled=True, postgres_conn_id="coordination_db", max_concurrency=2,
-                                    requests_per_minute=None, lease_seconds=2.0, recovery_window_seconds=600)
+    settings = CoordinationSettings(
+        enabled=True,
+        postgres_conn_id="coordination_db",
+        max_concurrency=2,
+        requests_per_minute=None,
+        lease_seconds=2.0,
+        recovery_window_seconds=600,
+    )
     config = emulator_config(emulator.base_url, emulator.ws_url, max_attempts=1, timeout_seconds=1.0)
     emulator.configure(org_max_concurrent_streams=1, completion_tokens=30, token_delay=0.01)
     async with GatewayClient(config, gate=GatewayCoordinator(conninfo, CONN_ID, settings)) as client:
         request = client.request(messages=[{"role": "user", "content": "first"}])
-        outcomes = await asyncio.gather(client.complete(request),
-                                        client.complete(client.request(messages=[{"role": "user", "content": "2"}])),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            client.complete(request),
+            client.complete(client.request(messages=[{"role": "user", "content": "2"}])),
+            return_exceptions=True,
+        )
         assert client.gate is not None
         snapshot = await client.gate.snapshot()
         assert sum(isinstance(o, Exception) for o in outcomes) == 1  # the emulator's quota refused one
@@ -208,8 +278,13 @@ async def test_a_consumer_that_stops_early_gives_the_fleet_slot_back_at_once(pg_
     from contextlib import aclosing
 
     TOKEN_CACHE.clear()
-    settings = CoordinationSettings(enabled=True, postgres_conn_id="coordination_db", max_concurrency=1,
-                                    requests_per_minute=None, lease_seconds=30.0)
+    settings = CoordinationSettings(
+        enabled=True,
+        postgres_conn_id="coordination_db",
+        max_concurrency=1,
+        requests_per_minute=None,
+        lease_seconds=30.0,
+    )
     emulator.configure(completion_tokens=200, token_delay=0.02)
     gate = GatewayCoordinator(conninfo_of(pg_connect), CONN_ID, settings)
     async with GatewayClient(emulator_config(emulator.base_url, emulator.ws_url), gate=gate) as client:
@@ -219,8 +294,9 @@ async def test_a_consumer_that_stops_early_gives_the_fleet_slot_back_at_once(pg_
                 break
         assert sum((await gate.snapshot()).in_flight.values()) == 0
         # the one slot is free at once (not after the 30 s lease): the next completion gets it
-        result = await asyncio.wait_for(client.complete(client.request(messages=[{"role": "user", "content": "x"}])),
-                                        10)
+        result = await asyncio.wait_for(
+            client.complete(client.request(messages=[{"role": "user", "content": "x"}])), 10
+        )
         assert result.usage.completion_tokens > 0
 
 
@@ -246,18 +322,24 @@ class NextDayLedger(BudgetLedger):
         return await super().reserve(scope, amount, day=day or self._tomorrow)
 
 
-async def run_budgeted(emulator, pg_connect, items: list[dict[str, Any]], ledger: BudgetLedger,
-                       claim_wait: float = 0.0) -> Any:
+async def run_budgeted(
+    emulator, pg_connect, items: list[dict[str, Any]], ledger: BudgetLedger, claim_wait: float = 0.0
+) -> Any:
     conninfo = conninfo_of(pg_connect)
     scope = SpendScope(CONN_ID, dag_run="backfill/run-1", task="backfill/enrich/-1")
     claims = ItemClaims(conninfo, f"{pg_connect.schema}.results", "backfill/run-1/enrich/-1/1")
     with open_store(conninfo, pg_connect.schema) as store:
         async with GatewayClient(emulator_config(emulator.base_url, emulator.ws_url)) as client:
-            runner = BatchRunner(client, store, client.embed, id_key=TEST_ID_KEY,
-                                 settings=BatchSettings(concurrency=4, chunk_size=10, window=20),
-                                 context=RunContext(dag_id="backfill", task_id="enrich", run_id="run-1"),
-                                 request_defaults={"max_tokens": 40},
-                                 fleet=FleetControls(claims, ledger, PRICES, scope, claim_wait))
+            runner = BatchRunner(
+                client,
+                store,
+                client.embed,
+                id_key=TEST_ID_KEY,
+                settings=BatchSettings(concurrency=4, chunk_size=10, window=20),
+                context=RunContext(dag_id="backfill", task_id="enrich", run_id="run-1"),
+                request_defaults={"max_tokens": 40},
+                fleet=FleetControls(claims, ledger, PRICES, scope, claim_wait),
+            )
             return await runner.run(items)
 
 
@@ -302,36 +384,65 @@ async def test_a_plan_prints_the_work_and_a_real_run_costs_within_20_percent(pg_
     TOKEN_CACHE.clear()
     conninfo = conninfo_of(pg_connect)
     prepare(conninfo, pg_connect.schema)
-    items = [{"id": f"call-{n}", "text": f"Customer {n} calls about invoice {n * 37} and a late delivery "
-              + "detail " * (n % 13)} for n in range(60)]
+    items = [
+        {
+            "id": f"call-{n}",
+            "text": f"Customer {n} calls about invoice {n * 37} and a late delivery " + "detail " * (n % 13),
+        }
+        for n in range(60)
+    ]
     config = emulator_config(emulator.base_url, emulator.ws_url)
     with open_store(conninfo, pg_connect.schema) as store:
         async with GatewayClient(config) as client:
             audit = CollectedAudit()
 
             def runner() -> BatchRunner:
-                return BatchRunner(client, store, client.embed, id_key=TEST_ID_KEY,
-                                   settings=BatchSettings(concurrency=8, chunk_size=20, window=40),
-                                   fleet=FleetControls(prices=PRICES), audit=audit)
+                return BatchRunner(
+                    client,
+                    store,
+                    client.embed,
+                    id_key=TEST_ID_KEY,
+                    settings=BatchSettings(concurrency=8, chunk_size=20, window=40),
+                    fleet=FleetControls(prices=PRICES),
+                    audit=audit,
+                )
 
             await runner().run(items[:5])  # an earlier run: the sample
             paid_before = emulator.counters()["completions_paid"]
             sample = [SampleCompletion(*row) for row in store.usage_sample(MODEL)]
-            plan = plan_batch(items, config=config, request_defaults={}, id_key=TEST_ID_KEY,
-                              stored_ids=store.existing_ids, sample=sample, prices=PRICES,
-                              max_concurrency=8, requests_per_minute=300)
+            plan = plan_batch(
+                items,
+                config=config,
+                request_defaults={},
+                id_key=TEST_ID_KEY,
+                stored_ids=store.existing_ids,
+                sample=sample,
+                prices=PRICES,
+                max_concurrency=8,
+                requests_per_minute=300,
+            )
             print(plan.summary())
             assert emulator.counters()["completions_paid"] == paid_before  # planning spent nothing
             stats = await runner().run(items)
     printed = capsys.readouterr().out
     with capsys.disabled():
         print(f"{plan.summary()} real_cost={stats.cost}")
-    for field in ("items=60", "already_stored=5", "to_send=55", "prompt_tokens=", "completion_tokens=",
-                  "cost=", "USD", "time_s="):
+    for field in (
+        "items=60",
+        "already_stored=5",
+        "to_send=55",
+        "prompt_tokens=",
+        "completion_tokens=",
+        "cost=",
+        "USD",
+        "time_s=",
+    ):
         assert field in printed, (field, printed)
     assert stats.succeeded == 55 and stats.skipped_existing == 5
     assert stats.cost is not None and abs(plan.estimate.cost - stats.cost) <= Decimal("0.2") * stats.cost, (
-        plan.summary(), stats.cost)
+        plan.summary(),
+        stats.cost,
+    )
     assert plan.estimate.seconds >= 55 * 60 / 300 - 1  # the request rate binds: 55 requests at 300/min
     # every completion's audit record carries its cost; together they are the batches' cost
     assert len(audit.records) == 60 and all(r.cost is not None and r.cost.currency == "USD" for r in audit.records)
@@ -349,32 +460,59 @@ async def test_the_operator_plans_from_connection_settings_without_spending(
     TOKEN_CACHE.clear()
     export_airflow_connection(monkeypatch, "batch_pg", pg_server)
     monkeypatch.setenv("AIRFLOW_VAR_GENESYS_LLM_ID_KEY", TEST_ID_KEY_TEXT)
-    extras = {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-              "stream_base_url": emulator.ws_url,
-              "coordination": {"enabled": True, "postgres_conn_id": "batch_pg", "max_concurrency": 8,
-                               "requests_per_minute": 600, "table_schema": pg_connect.schema},
-              "price_table": PRICES.model_dump(mode="json"), "budgets": {"per_day": "50"}}
-    monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", json.dumps({
-        "conn_type": "genesys_llm", "login": "emulator-client", "password": "emulator-secret", "extra": extras}))
+    extras = {
+        "api_base_url": emulator.base_url,
+        "login_base_url": emulator.base_url,
+        "stream_base_url": emulator.ws_url,
+        "coordination": {
+            "enabled": True,
+            "postgres_conn_id": "batch_pg",
+            "max_concurrency": 8,
+            "requests_per_minute": 600,
+            "table_schema": pg_connect.schema,
+        },
+        "price_table": PRICES.model_dump(mode="json"),
+        "budgets": {"per_day": "50"},
+    }
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GENESYS_LLM_DEFAULT",
+        json.dumps(
+            {"conn_type": "genesys_llm", "login": "emulator-client", "password": "emulator-secret", "extra": extras}
+        ),
+    )
     hook = GenesysLLMHook(priority="interactive")
     client = await hook.aget_async_client()
     assert client.gate is not None and client.priority == "interactive"
     assert client.config.budgets.per_day == Decimal(50) and client.config.coordination.max_concurrency == 8
     await client.aclose()
-    plain = GatewayConfig(client_id="x", client_secret="y", api_base_url=emulator.base_url,
-                          login_base_url=emulator.base_url, stream_base_url=emulator.ws_url)
+    plain = GatewayConfig(
+        client_id="x",
+        client_secret="y",
+        api_base_url=emulator.base_url,
+        login_base_url=emulator.base_url,
+        stream_base_url=emulator.ws_url,
+    )
     assert GatewayClient(plain).gate is None  # the default: per-process limits, nothing to set up
 
     # made as the operator makes it (pgvector's type must be where the operator's connection looks)
-    with PgVectorStore.from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384,
-                                    index="none") as store:
+    with PgVectorStore.from_airflow(
+        "batch_pg", table="results", schema=pg_connect.schema, dimension=384, index="none"
+    ) as store:
         store.ensure_schema()
         async with GatewayClient(emulator_config(emulator.base_url, emulator.ws_url)) as history:
             await BatchRunner(history, store, history.embed, id_key=TEST_ID_KEY).run(make_items(5))
     paid = emulator.counters()["completions_paid"]
     operator = GenesysLLMBatchCompletionOperator(
-        task_id="plan", items=make_items(30), table="results", schema=pg_connect.schema, postgres_conn_id="batch_pg",
-        index_mode="none", audit_table=None, dry_run=True, plan_sample_items=0, priority="interactive",
+        task_id="plan",
+        items=make_items(30),
+        table="results",
+        schema=pg_connect.schema,
+        postgres_conn_id="batch_pg",
+        index_mode="none",
+        audit_table=None,
+        dry_run=True,
+        plan_sample_items=0,
+        priority="interactive",
     )
     plan = await operator.aexecute({})
     assert emulator.counters()["completions_paid"] == paid
@@ -426,8 +564,12 @@ def test_a_dag_plans_then_spends_within_its_budget_on_real_airflow(airflow_home,
     env = airflow_env(airflow_home, Path(__file__).resolve().parent / "dags", emulator, pg_server)
     genesys = json.loads(env["AIRFLOW_CONN_GENESYS_LLM_DEFAULT"])
     genesys["extra"] |= {
-        "coordination": {"enabled": True, "postgres_conn_id": "genesys_pgvector", "max_concurrency": 4,
-                         "requests_per_minute": 6000},
+        "coordination": {
+            "enabled": True,
+            "postgres_conn_id": "genesys_pgvector",
+            "max_concurrency": 4,
+            "requests_per_minute": 6000,
+        },
         "price_table": PRICES.model_dump(mode="json"),
         "budgets": {"per_dag_run": "1.50"},
     }

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-
 from airflow_runner import airflow_env, dags_test
 from statsd_listener import StatsdListener
 
@@ -23,7 +22,9 @@ PII_VALUES = (*PII_IN_PROMPTS, "212-555-0143", "5500 0000 0000 0004", "411111111
 def dump_tables(pg_server, tables: list[str]) -> str:
     with psycopg.connect(pg_server.conninfo) as conn:
         return "\n".join(
-            json.dumps(row, default=str) for table in tables for row in conn.execute(f"SELECT * FROM {table}").fetchall()
+            json.dumps(row, default=str)
+            for table in tables
+            for row in conn.execute(f"SELECT * FROM {table}").fetchall()
         )
 
 
@@ -36,12 +37,16 @@ def test_no_pii_in_logs_xcom_rows_or_audit_and_metrics_are_emitted(airflow_home,
 
     rows = dump_tables(pg_server, ["pii_results", "pii_results_failures", "genesys_llm_audit"])
     assert rows.count("[REDACTED:CARD]") >= 12  # output PII was really there, split over frames, and masked
-    logs = done.stdout + done.stderr + "".join(
-        path.read_text(errors="replace") for path in Path(airflow_home, "logs").rglob("*") if path.is_file()
+    logs = (
+        done.stdout
+        + done.stderr
+        + "".join(path.read_text(errors="replace") for path in Path(airflow_home, "logs").rglob("*") if path.is_file())
     )
     assert "GENESYS_AUDIT" in logs
     with sqlite3.connect(Path(airflow_home, "airflow.db")) as db:
-        xcoms = "\n".join(str(value) for (value,) in db.execute("SELECT value FROM xcom WHERE dag_id = 'genesys_llm_pii_test'"))
+        xcoms = "\n".join(
+            str(value) for (value,) in db.execute("SELECT value FROM xcom WHERE dag_id = 'genesys_llm_pii_test'")
+        )
     assert "masking_counts" in xcoms
     for value in PII_VALUES:
         assert value not in rows, f"PII {value!r} reached a table row"
@@ -54,7 +59,9 @@ def test_no_pii_in_logs_xcom_rows_or_audit_and_metrics_are_emitted(airflow_home,
 
     verify = subprocess.run(
         [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "audit chain OK" in verify.stdout

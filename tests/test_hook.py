@@ -86,7 +86,7 @@ def test_validation_error_before_any_request(hook, emulator):
 def test_unknown_extra_is_named(emulator, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", connection_json(emulator, reigon="mypurecloud.com"))
     with pytest.raises(ValueError, match="reigon"):
-        GenesysLLMHook().config
+        _ = GenesysLLMHook().config
 
 
 def test_tokens_are_registered_with_the_secrets_masker(hook):
@@ -121,8 +121,17 @@ def test_airflow_cli_lists_provider_and_tests_a_cli_added_connection(emulator, a
     assert "airflow-provider-genesys-llm" in run("providers", "list")
     extra = json.loads(connection_json(emulator))["extra"]
     run(
-        "connections", "add", "genesys_llm_cli", "--conn-type", "genesys_llm",
-        "--conn-login", "id", "--conn-password", "secret", "--conn-extra", json.dumps(extra),
+        "connections",
+        "add",
+        "genesys_llm_cli",
+        "--conn-type",
+        "genesys_llm",
+        "--conn-login",
+        "id",
+        "--conn-password",
+        "secret",
+        "--conn-extra",
+        json.dumps(extra),
     )
     assert "Connection success!" in run("connections", "test", "genesys_llm_cli")
     assert emulator.counters()["status"] == 1  # the CLI's test really reached the gateway

@@ -41,9 +41,13 @@ def test_a_known_template_does_not_reveal_the_last_four_digits_without_the_key()
     guesses = [f"{n:04d}" for n in range(10_000)]
     attacker_key = IdKey("an-attacker-guessing-the-key-0000")
     assert not [g for g in guesses if unkeyed(g) == target]
-    assert not [g for g in guesses if result_id_for("case-1", request_for(TEMPLATE.format(last4=g)), attacker_key) == target]
+    assert not [
+        g for g in guesses if result_id_for("case-1", request_for(TEMPLATE.format(last4=g)), attacker_key) == target
+    ]
     # With the deployment's key the same search succeeds: the key is what protects the id.
-    found = [g for g in guesses if result_id_for("case-1", request_for(TEMPLATE.format(last4=g)), TEST_ID_KEY) == target]
+    found = [
+        g for g in guesses if result_id_for("case-1", request_for(TEMPLATE.format(last4=g)), TEST_ID_KEY) == target
+    ]
     assert found == [secret]
 
 

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from airflow_provider_genesys_llm.governance.detectors import BUILT_IN, DETECTOR_BACK, MAX_EXTRA_REACH, pattern_reach
-from airflow_provider_genesys_llm.governance.normalize import NORMALIZE_REACH
 from airflow_provider_genesys_llm.governance.masking import (
     STEP_CHARS,
     MaskResult,
@@ -17,6 +16,7 @@ from airflow_provider_genesys_llm.governance.masking import (
     StreamRedactor,
     apply_policy,
 )
+from airflow_provider_genesys_llm.governance.normalize import NORMALIZE_REACH
 
 MASKER = PiiMasker({"employee_id": r"EMP-\d{6}"})
 
@@ -203,7 +203,7 @@ def random_text(rng: random.Random) -> str:
 
 def random_split(rng: random.Random, text: str) -> list[str]:
     cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, len(text))))) if text else []
-    return [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)])]
+    return [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
 
 def test_stream_equals_whole_text_masking_for_any_split() -> None:

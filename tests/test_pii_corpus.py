@@ -13,6 +13,7 @@ import random
 import time
 
 import pytest
+from pii_corpus import PII_CASES, PiiCase, clean_corpus, raw_leaks
 
 from airflow_provider_genesys_llm.governance.masking import (
     PiiDetectedError,
@@ -21,7 +22,6 @@ from airflow_provider_genesys_llm.governance.masking import (
     apply_policy,
 )
 from airflow_provider_genesys_llm.governance.policy import Governance
-from pii_corpus import PII_CASES, PiiCase, clean_corpus, raw_leaks
 
 MASKER = PiiMasker()
 PROSE = "The agent confirmed the refund and apologised for the delay in processing the request. " * 4
@@ -177,9 +177,15 @@ def test_false_positive_rate_on_pii_free_lines_is_printed_and_below_one_percent(
 
 def test_raw_leaks_sees_every_spelling_and_not_masked_values() -> None:
     value = "4539 1488 0343 6467"
-    spellings = ["4539148803436467", "4539-1488-0343-6467", "４５３９ １４８８ ０３４３ ６４６７",
-                 "4539\u200b1488 0343 6467",
-                 "\\\\u0034539 1488 0343 6467", "4539 1488\n0343 6467", '"4539","1488","0343","6467"']
+    spellings = [
+        "4539148803436467",
+        "4539-1488-0343-6467",
+        "４５３９ １４８８ ０３４３ ６４６７",
+        "4539\u200b1488 0343 6467",
+        "\\\\u0034539 1488 0343 6467",
+        "4539 1488\n0343 6467",
+        '"4539","1488","0343","6467"',
+    ]
     for spelling in spellings:
         assert value in raw_leaks(f"log: {spelling} end"), spelling
     assert value in raw_leaks(json.dumps({"log": "4539 1488\n0343 6467"}))  # a JSON-escaped line break

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pii_corpus import PII_CASES, raw_leaks
-
 from airflow_runner import airflow_env, dags_test
+from pii_corpus import PII_CASES, raw_leaks
 
 HERE = Path(__file__).resolve().parent
 DAG_ID = "genesys_llm_privacy_test"
@@ -134,7 +133,9 @@ def test_no_raw_pii_in_any_store_on_any_path(airflow_home, emulator, pg_server, 
     assert webhook.bodies, "the analytics webhook was never called"
     assert len(tables["privacy_results"].splitlines()) == len(texts)
 
-    leaks = {name: raw_leaks(text) + [value for value in OUTPUT_VALUES if value in text] for name, text in stores.items()}
+    leaks = {
+        name: raw_leaks(text) + [value for value in OUTPUT_VALUES if value in text] for name, text in stores.items()
+    }
     assert not any(leaks.values()), {name: found for name, found in leaks.items() if found}
 
     # Every task that appended audit records published the head it left, and the chain matches them.
@@ -143,9 +144,19 @@ def test_no_raw_pii_in_any_store_on_any_path(airflow_home, emulator, pg_server, 
     task_log.write_text(stores["task logs"])
     assert stores["task logs"].count("GENESYS_AUDIT_HEAD") >= 3  # batch, its callback, the completion
     verify = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_genesys_llm.governance", "verify", "--conninfo", pg_server.conninfo,
-         "--witness-log", str(task_log)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_genesys_llm.governance",
+            "verify",
+            "--conninfo",
+            pg_server.conninfo,
+            "--witness-log",
+            str(task_log),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert verify.returncode == 0 and "audit chain OK" in verify.stdout, verify.stdout + verify.stderr
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
 
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
 from airflow_provider_genesys_llm.operators.completion import GenesysLLMCompletionOperator
 
-with DAG(dag_id="genesys_llm_operators_test", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")) as dag:
+with DAG(
+    dag_id="genesys_llm_operators_test", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")
+) as dag:
     single = GenesysLLMCompletionOperator(
         task_id="single_completion",
         messages=[{"role": "user", "content": "Summarise ticket {{ ds }} in one line."}],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
 
 from airflow_provider_genesys_llm.callbacks.audit import audit_task_callback
@@ -15,8 +14,11 @@ with DAG(dag_id="genesys_llm_pii_test", schedule=None, start_date=pendulum.datet
     GenesysLLMBatchCompletionOperator(
         task_id="enrich_with_pii",
         items=[
-            {"id": f"pii-{n}", "text": f"My card is {PII_IN_PROMPTS[0]}, SSN {PII_IN_PROMPTS[1]}, "
-             f"mail {PII_IN_PROMPTS[2]}, phone {PII_IN_PROMPTS[3]} (case {n})"}
+            {
+                "id": f"pii-{n}",
+                "text": f"My card is {PII_IN_PROMPTS[0]}, SSN {PII_IN_PROMPTS[1]}, "
+                f"mail {PII_IN_PROMPTS[2]}, phone {PII_IN_PROMPTS[3]} (case {n})",
+            }
             for n in range(12)
         ],
         system="Summarise the call in JSON with sentiment, intent and summary.",

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pendulum
-
 from airflow.sdk import DAG, task
 
 from airflow_provider_genesys_llm.callbacks.audit import audit_task_callback
@@ -55,8 +54,11 @@ with DAG(
         path = Path(os.environ[TEXTS_FILE]).with_name("items.jsonl")
         with path.open("w", encoding="utf-8") as handle:
             for number, text in enumerate(privacy_texts()):
-                item = {"id": f"case-{number}-{text}"[:500], "text": f"Customer said: {text}",
-                        "metadata": {"caller": text, "number": number}}
+                item = {
+                    "id": f"case-{number}-{text}"[:500],
+                    "text": f"Customer said: {text}",
+                    "metadata": {"caller": text, "number": number},
+                }
                 handle.write(json.dumps(item) + "\n")
         return str(path)
 
