@@ -3,7 +3,7 @@ transcript endpoints (`analytics.py`) and the control API.
 
 One app serves HTTP, SSE and WebSocket on one port, like the real API host. The control API
 under `/_emulator/` needs no authentication: it exists so tests (and a subprocess started with
-`python -m airflow_provider_genesys_llm.emulator`) can arm faults, patch config and read counters.
+`python -m genesys_llm_emulator`) can arm faults, patch config and read counters.
 """
 
 from __future__ import annotations

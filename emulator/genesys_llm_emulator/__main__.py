@@ -1,4 +1,4 @@
-"""`python -m airflow_provider_genesys_llm.emulator`: the emulator as a process of its own.
+"""`python -m genesys_llm_emulator`: the emulator as a process of its own.
 
 For benchmarks and manual runs, where the client must not share an interpreter (or a GIL) with
 the server. Prints `emulator listening on http://HOST:PORT` once it accepts connections, so a
@@ -17,7 +17,7 @@ from .server import EmulatorServer
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_genesys_llm.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m genesys_llm_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
