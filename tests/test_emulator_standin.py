@@ -17,10 +17,10 @@ import pytest
 from airflow_runner import airflow_env, dags_test
 
 from airflow_provider_genesys_llm.client.transcripts import SPEAKERS
+from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 from genesys_llm_emulator import contact_center, standin_model
 from genesys_llm_emulator.generator import Insertion, completion_tokens, embed
 from genesys_llm_emulator.validation import ChatMessage, CompletionRequest
-from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_ROOTS = {"airflow_provider_genesys_llm", "airflow"}
