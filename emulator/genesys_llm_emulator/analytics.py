@@ -62,7 +62,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -278,7 +278,7 @@ async def submit_job(request: Request) -> Response:
     except InvalidRequest as exc:
         return platform_error(400, str(exc), admission.correlation_id, admission.headers)
     config = state.contact_center
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     available = config.availability(now)
     # Generating a long interval takes a while: off the loop, so other requests keep flowing.
     calls = await run_in_threadpool(_find_calls, query, config, available)
@@ -516,7 +516,7 @@ def _injected_s3_error(fault: FaultRule, request_id: str, headers: Mapping[str, 
 
 
 def _s3_time(epoch_milliseconds: int) -> str:
-    return datetime.fromtimestamp(epoch_milliseconds // 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch_milliseconds // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64(raw: bytes) -> str:
