@@ -316,6 +316,8 @@ def test_order_and_limit(http: httpx.Client, auth: dict[str, str]) -> None:
         {},
         {"interval": DAY, "startOfDayIntervalMatching": "yes"},
         {"interval": DAY, "order": "sideways"},
+        {"interval": DAY, "order": "outdated_sdk_version"},  # what the SDK sends for a value it does not know
+        {"interval": DAY, "orderBy": "conversationDuration"},
         {"interval": DAY, "segmentFilters": [{"type": "and", "predicates": []}]},
         [DAY],
     ],

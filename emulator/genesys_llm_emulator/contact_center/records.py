@@ -22,7 +22,7 @@ from typing import Any
 from ..draws import Draws
 from .calls import Conversation, Phrase
 from .ids import DIVISION_ID, IVR_FLOW_ID, ORGANIZATION_ID
-from .tables import DNIS, LANGUAGE
+from .tables import DNIS, IVR_FLOW_NAME, LANGUAGE
 from .times import iso_ms
 
 
@@ -71,14 +71,14 @@ def detail_record(call: Conversation) -> dict[str, Any]:
             },
             {
                 "participantId": call.participant_id("ivr"),
-                "participantName": "Main Menu",
+                "participantName": IVR_FLOW_NAME,
                 "purpose": "ivr",
                 "sessions": [
                     session(
                         "ivr",
                         False,
                         [segment(call.start_ms, ivr_end, "ivr", disconnectType="transfer")],
-                        flowId=IVR_FLOW_ID,
+                        flow=_ivr_flow(call),
                     )
                 ],
             },
@@ -111,6 +111,21 @@ def detail_record(call: Conversation) -> dict[str, Any]:
                 ],
             },
         ],
+    }
+
+
+def _ivr_flow(call: Conversation) -> dict[str, Any]:
+    """The IVR session's `flow` (the SDK's AnalyticsFlow): the flow id lives here, not on the session."""
+    return {
+        "flowId": IVR_FLOW_ID,
+        "flowName": IVR_FLOW_NAME,
+        "flowType": "INBOUNDCALL",
+        "flowVersion": "1.0",
+        "entryType": "dnis",
+        "entryReason": DNIS,
+        "exitReason": "TRANSFER",
+        "transferType": "ACD",
+        "transferTargetName": call.queue,
     }
 
 

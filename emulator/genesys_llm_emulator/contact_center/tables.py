@@ -12,6 +12,7 @@ from .ids import named_uuid
 COMPANY = "Northwind Communications"
 DNIS = "tel:+18005550142"
 LANGUAGE = "en-US"
+IVR_FLOW_NAME = "Main Menu"
 PII_KINDS: tuple[str, ...] = ("card", "email", "phone", "ssn")
 
 
