@@ -7,10 +7,10 @@ UV_VERSION := 0.13.9
 
 .PHONY: demo test test-fast bench lint clean chromium
 
-$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+$(VENV)/.installed: pyproject.toml emulator/pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test,lint]"
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test,lint]" -e "./emulator[test]"
 	touch $@
 
 test: $(VENV)/.installed chromium

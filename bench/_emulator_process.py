@@ -37,7 +37,7 @@ class EmulatorProcess:
 def emulator_process() -> Iterator[EmulatorProcess]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_genesys_llm.emulator", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "genesys_llm_emulator", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -45,7 +45,7 @@ def free_port() -> int:
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_genesys_llm.emulator", "--port", str(port)],
+        [sys.executable, "-m", "genesys_llm_emulator", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

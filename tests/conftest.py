@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_genesys_llm.emulator import EmulatorServer
+from genesys_llm_emulator import EmulatorServer
 
 pytest_plugins = ["fixtures_postgres"]
 

@@ -32,7 +32,7 @@ from airflow_provider_genesys_llm.client import (
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.retry import retrying
 from airflow_provider_genesys_llm.client.transcripts import JobStatus, TranscriptSource
-from airflow_provider_genesys_llm.emulator import EmulatorServer
+from genesys_llm_emulator import EmulatorServer
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
 from airflow_provider_genesys_llm.sensors.conversation_job import GenesysConversationJobSensor
 from airflow_provider_genesys_llm.triggers.conversation_job import (

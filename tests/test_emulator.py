@@ -26,10 +26,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from airflow_provider_genesys_llm.emulator import EmulatorConfig, EmulatorServer
-from airflow_provider_genesys_llm.emulator.config import SCOPE_GENERATION_WRITE, SCOPE_STREAM, SCOPE_USE
-from airflow_provider_genesys_llm.emulator.faults import Phase
-from airflow_provider_genesys_llm.emulator.state import EmulatorState
+from genesys_llm_emulator import EmulatorConfig, EmulatorServer
+from genesys_llm_emulator.config import SCOPE_GENERATION_WRITE, SCOPE_STREAM, SCOPE_USE
+from genesys_llm_emulator.faults import Phase
+from genesys_llm_emulator.state import EmulatorState
 
 WS_PATH = "/api/v2/ai/llm/gateway/completions/stream"
 SSE_PATH = "/api/v2/ai/generations/chat/completions"
@@ -718,10 +718,10 @@ def test_token_delay_paces_the_stream(emulator: EmulatorServer, http: httpx.Clie
 
 def test_command_line_server_prints_its_url_and_stops_on_sigint() -> None:
     command = [
-        sys.executable, "-m", "airflow_provider_genesys_llm.emulator", "--port", "0", "--status", "degraded",
+        sys.executable, "-m", "genesys_llm_emulator", "--port", "0", "--status", "degraded",
         "--client", "cli:pw", "--fault", '{"endpoint": "status", "kind": "http_error", "status": 503}',
     ]
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "emulator")}  # the emulator alone
     with subprocess.Popen(
         command, cwd=REPO_ROOT, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:

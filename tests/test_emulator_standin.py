@@ -17,12 +17,13 @@ import pytest
 from airflow_runner import airflow_env, dags_test
 
 from airflow_provider_genesys_llm.client.transcripts import SPEAKERS
-from airflow_provider_genesys_llm.emulator import contact_center, standin_model
-from airflow_provider_genesys_llm.emulator.generator import Insertion, completion_tokens, embed
-from airflow_provider_genesys_llm.emulator.validation import ChatMessage, CompletionRequest
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
+from genesys_llm_emulator import contact_center, standin_model
+from genesys_llm_emulator.generator import Insertion, completion_tokens, embed
+from genesys_llm_emulator.validation import ChatMessage, CompletionRequest
 
 ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN_ROOTS = {"airflow_provider_genesys_llm", "airflow"}
 QUERY = "customer wants a refund for a double charge"
 #: The intent each synthetic contact-center topic should be read as.
 EXPECTED_INTENTS = {
@@ -109,8 +110,8 @@ def test_text_answers_name_the_sentiment_and_are_the_same_in_another_process() -
         and "Sentiment is negative." in answer
     )
     code = (
-        "from airflow_provider_genesys_llm.emulator.generator import completion_tokens;"
-        "from airflow_provider_genesys_llm.emulator.validation import ChatMessage, CompletionRequest;"
+        "from genesys_llm_emulator.generator import completion_tokens;"
+        "from genesys_llm_emulator.validation import ChatMessage, CompletionRequest;"
         "r = CompletionRequest('r', 'genesys-llm-v2', 1024, 0.2,"
         f" (ChatMessage('system', 'Answer in JSON.'), ChatMessage('user', {text!r})));"
         "print(''.join(completion_tokens(r, 30)), end='')"
@@ -133,13 +134,22 @@ def _env() -> dict[str, str]:
 
 
 def test_the_emulator_imports_nothing_from_the_provider() -> None:
+    """The emulator is its own distribution: it may import neither the provider nor Airflow."""
     offending = []
-    for path in (ROOT / "airflow_provider_genesys_llm" / "emulator").glob("*.py"):
+    package = ROOT / "emulator" / "genesys_llm_emulator"
+    paths = sorted(package.rglob("*.py"))
+    assert len(paths) > 10, "the emulator package moved: update this test"
+    for path in paths:
+        depth = len(path.relative_to(package).parts)  # 1 in the package, 2 in a subpackage
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (
-                node.level > 1 or (node.module or "").startswith("airflow_provider")
-            ):
-                offending.append(f"{path.name}: {node.module}")
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level <= depth else ["relative import above the package"]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offending += [f"{path.name}: {name}" for name in names if name.partition(".")[0] in FORBIDDEN_ROOTS]
+            offending += [f"{path.name}: {name}" for name in names if name.startswith("relative")]
     assert offending == []
 
 

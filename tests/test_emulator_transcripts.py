@@ -21,8 +21,8 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from airflow_provider_genesys_llm.emulator import EmulatorServer
-from airflow_provider_genesys_llm.emulator.config import ContactCenterConfig
+from genesys_llm_emulator import EmulatorServer
+from genesys_llm_emulator.config import ContactCenterConfig
 
 JOBS_PATH = "/api/v2/analytics/conversations/details/jobs"
 AVAILABILITY_PATH = f"{JOBS_PATH}/availability"
@@ -263,11 +263,11 @@ def test_same_interval_gives_the_same_conversations(http: httpx.Client, auth: di
 def test_conversation_ids_are_the_same_in_another_process(http: httpx.Client, auth: dict[str, str]) -> None:
     ids = [c["conversationId"] for c in run_job(http, auth, startOfDayIntervalMatching=True)]
     script = (
-        "from datetime import date; from airflow_provider_genesys_llm.emulator import contact_center as cc\n"
+        "from datetime import date; from genesys_llm_emulator import contact_center as cc\n"
         "calls = cc.day_conversations(date(2025, 3, 4), 40, 0.15, 0.05)\n"
         "print(' '.join(c.conversation_id for c in sorted(calls, key=lambda c: (c.start_ms, c.conversation_id))))"
     )
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "12345"}
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "emulator"), "PYTHONHASHSEED": "12345"}
     output = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=True
     )
@@ -316,6 +316,8 @@ def test_order_and_limit(http: httpx.Client, auth: dict[str, str]) -> None:
         {},
         {"interval": DAY, "startOfDayIntervalMatching": "yes"},
         {"interval": DAY, "order": "sideways"},
+        {"interval": DAY, "order": "outdated_sdk_version"},  # what the SDK sends for a value it does not know
+        {"interval": DAY, "orderBy": "conversationDuration"},
         {"interval": DAY, "segmentFilters": [{"type": "and", "predicates": []}]},
         [DAY],
     ],

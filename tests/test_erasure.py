@@ -15,7 +15,6 @@ from test_transcripts import fulfilled_job
 from airflow_provider_genesys_llm.batch.landing import land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
-from airflow_provider_genesys_llm.emulator.generator import embed
 from airflow_provider_genesys_llm.erasure import main as cli
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore, verify_chain
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
@@ -30,6 +29,7 @@ from airflow_provider_genesys_llm.sinks.erasure import (
 )
 from airflow_provider_genesys_llm.sinks.pgvector import FailureRow, PgVectorStore, ResultRow
 from airflow_provider_genesys_llm.sinks.transcripts import TranscriptStore
+from genesys_llm_emulator.generator import embed
 
 DAY = datetime(2026, 11, 3, tzinfo=UTC)
 RESULTS = "insights"

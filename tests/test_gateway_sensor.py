@@ -25,7 +25,7 @@ from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_genesys_llm.client import GatewayAuthError, GatewayPermissionError, GatewayStatus
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
-from airflow_provider_genesys_llm.emulator import EmulatorConfig, EmulatorServer
+from genesys_llm_emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_genesys_llm.sensors import GenesysLLMGatewaySensor
 from airflow_provider_genesys_llm.triggers import GatewayReadiness, GenesysLLMGatewayTrigger
 

@@ -16,7 +16,7 @@ from airflow_provider_genesys_llm.client import (
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
 from airflow_provider_genesys_llm.client.urls import download_url_problem
-from airflow_provider_genesys_llm.emulator import EmulatorServer
+from genesys_llm_emulator import EmulatorServer
 from test_client import USER, make_config
 
 REGION = dict(client_id="id", client_secret="s", region="mypurecloud.com")

@@ -8,14 +8,14 @@ are added (unknown kinds, endpoints or parameters are errors), never when they f
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
 from .config import JOB_OUTCOMES
+from .draws import stable_fraction
 
 # Section 9: the analytics job and transcript endpoints (also the names of their counters).
 ANALYTICS_ENDPOINTS: tuple[str, ...] = (
@@ -32,7 +32,7 @@ COMPLETION_ENDPOINTS: frozenset[str] = frozenset({"ws", "sse", "openai"})
 ANY_ENDPOINT = "any"
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """When a rule is consulted, which is also what a "matching request" means for `skip`."""
 
     REQUEST = "request"  # each HTTP request or WebSocket upgrade, before authentication
@@ -145,12 +145,6 @@ FAULT_KINDS: dict[str, FaultKind] = {
 _UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
 
 
-def stable_fraction(text: str) -> float:
-    """A number in [0, 1) that depends only on `text` (same in every process and Python)."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 @dataclass
 class FaultRule:
     """One armed fault; `count` and `skip` go down as matching requests arrive."""
@@ -171,9 +165,7 @@ class FaultRule:
             raise ValueError(f"fault 'kind' must be one of {sorted(FAULT_KINDS)}, got {kind_name!r}")
         endpoint = data.pop("endpoint", ANY_ENDPOINT)
         if endpoint != ANY_ENDPOINT and endpoint not in kind.endpoints:
-            raise ValueError(
-                f"fault kind {kind_name!r} applies to {sorted(kind.endpoints)} or 'any', not {endpoint!r}"
-            )
+            raise ValueError(f"fault kind {kind_name!r} applies to {sorted(kind.endpoints)} or 'any', not {endpoint!r}")
         count = data.pop("count", kind.default_count)
         if count is not None and (not _is_int(count) or count < 1):
             raise ValueError(f"fault 'count' must be a positive integer or null, got {count!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .faults import FaultRule, Phase
 from .generator import Insertion, completion_tokens
@@ -114,7 +114,7 @@ class Nested:
         return '{"error":' + nested + "}" if self.error else nested
 
 
-StreamEvent = Union[Token, Final, Failure, Drop, Truncation, Malformed, MissingKey, SequenceGap, Endless, Nested]
+StreamEvent = Token | Final | Failure | Drop | Truncation | Malformed | MissingKey | SequenceGap | Endless | Nested
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Running the emulator for real: uvicorn on a loopback socket, in a thread or in the foreground.
+"""Running the emulator for real: uvicorn on a (by default loopback) socket, in a thread or in the foreground.
 
 Tests want a real server (real sockets, real WebSocket upgrades, real dropped connections)
 that starts in well under a second and picks a free port, so `EmulatorServer` binds the socket
@@ -23,6 +23,7 @@ import uvicorn
 from .app import create_app
 from .chat import StreamAborted
 from .config import EmulatorConfig
+from .control import check_control_binding
 from .state import EmulatorState
 
 _T = TypeVar("_T")
@@ -54,8 +55,11 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Iterable[Mapping[str, Any]] = (),
+        control_token: str | None = None,
     ) -> None:
-        self.app = create_app(config, faults)
+        """Raises `ControlTokenRequired` for a non-loopback `host` without `control_token`."""
+        check_control_binding(host, control_token)
+        self.app = create_app(config, faults, control_token=control_token)
         self.state: EmulatorState = self.app.state.emulator
         self._host = host
         self._requested_port = port

@@ -29,9 +29,11 @@ Choices where the protocol leaves room (each the most likely behaviour of the re
 - A job finds the conversations that overlap its interval; `startOfDayIntervalMatching: true`
   keeps only those that started on or after midnight UTC of the interval's start day (so daily
   jobs partition calls by start day). Conversations that had not ended by the data availability
-  date, taken when the job is submitted, are never found. `order` (asc/desc) and `orderBy`
-  (conversationStart/conversationEnd) are honoured, as is `limit`; non-empty filters are refused
-  with 400 (the emulator does not evaluate them), other fields are ignored.
+  date, taken when the job is submitted, are never found. `order` (asc/desc; unordered gives
+  conversationStart order) and `orderBy` (conversationStart/conversationEnd, and segmentStart/
+  segmentEnd, which sort like them: a call's segments span it) are honoured, as is `limit`;
+  non-empty filters are refused with 400 (the emulator does not evaluate them), other fields
+  are ignored.
 - The interval is `start/end`, both ISO-8601 date-times (no zone means UTC), end after start,
   at most 366 days (an emulator limit); anything else is 400.
 - A results page holds `pageSize` conversations (default `job_page_size`, 100; 1 to 1000) and a
@@ -62,7 +64,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -100,7 +102,10 @@ DOWNLOAD_PATH = DOWNLOAD_PREFIX + "/{token}"
 
 MAX_INTERVAL = timedelta(days=366)
 JOB_FILTER_FIELDS = ("segmentFilters", "conversationFilters", "evaluationFilters", "surveyFilters", "resolutionFilters")
-JOB_ORDER_BY = ("conversationStart", "conversationEnd")
+# The SDK's AsyncConversationQuery allows these. A call's first segment starts with the call and its
+# last one ends with it, so the segment orders sort calls like the conversation ones.
+JOB_ORDER_BY = {"conversationStart": "start", "segmentStart": "start", "conversationEnd": "end", "segmentEnd": "end"}
+JOB_ORDERS = ("asc", "desc", "unordered")  # unordered: the emulator's natural order, conversationStart
 JOB_RESULTS_LIFETIME = timedelta(days=2)  # what `expirationDate` announces; nothing expires by time
 DEFAULT_ERROR_MESSAGES = {
     "FAILED": "The query failed to execute (emulated failure).",
@@ -206,7 +211,7 @@ class _JobQuery:
     end: datetime
     start_of_day: bool
     descending: bool
-    order_by: str
+    by_end: bool  # sorted by conversationEnd (else by conversationStart)
     limit: int | None
 
 
@@ -235,18 +240,19 @@ def _job_query(body: Any) -> _JobQuery:
     if not isinstance(start_of_day, bool):
         raise InvalidRequest(f"startOfDayIntervalMatching must be true or false, got {start_of_day!r}")
     order = body.get("order", "asc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest(f"order must be 'asc' or 'desc', got {order!r}")
+    if order not in JOB_ORDERS:
+        raise InvalidRequest(f"order must be one of {list(JOB_ORDERS)}, got {order!r}")
     order_by = body.get("orderBy", "conversationStart")
     if order_by not in JOB_ORDER_BY:
-        raise InvalidRequest(f"orderBy must be one of {list(JOB_ORDER_BY)} in the emulator, got {order_by!r}")
+        raise InvalidRequest(f"orderBy must be one of {list(JOB_ORDER_BY)}, got {order_by!r}")
     limit = body.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidRequest(f"limit must be a positive integer, got {limit!r}")
     for name in JOB_FILTER_FIELDS:
         if body.get(name):
             raise InvalidRequest(f"{name} is not supported by the emulator (it does not evaluate filters)")
-    return _JobQuery(start, end, start_of_day, order == "desc", order_by, limit)
+    by_end = order != "unordered" and JOB_ORDER_BY[order_by] == "end"
+    return _JobQuery(start, end, start_of_day, order == "desc", by_end, limit)
 
 
 def _find_calls(query: _JobQuery, config: ContactCenterConfig, available: datetime) -> tuple[tuple[date, int], ...]:
@@ -259,7 +265,7 @@ def _find_calls(query: _JobQuery, config: ContactCenterConfig, available: dateti
         start_of_day_matching=query.start_of_day,
         available_until=available,
     )
-    if query.order_by == "conversationEnd":
+    if query.by_end:
         calls.sort(key=lambda call: (call.end_ms, call.conversation_id))
     if query.descending:
         calls.reverse()
@@ -278,7 +284,7 @@ async def submit_job(request: Request) -> Response:
     except InvalidRequest as exc:
         return platform_error(400, str(exc), admission.correlation_id, admission.headers)
     config = state.contact_center
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     available = config.availability(now)
     # Generating a long interval takes a while: off the loop, so other requests keep flowing.
     calls = await run_in_threadpool(_find_calls, query, config, available)
@@ -516,7 +522,7 @@ def _injected_s3_error(fault: FaultRule, request_id: str, headers: Mapping[str, 
 
 
 def _s3_time(epoch_milliseconds: int) -> str:
-    return datetime.fromtimestamp(epoch_milliseconds // 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch_milliseconds // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64(raw: bytes) -> str:

@@ -3,7 +3,7 @@
 An independent implementation of the wire contract (`docs/protocol.md`, protocol sections 1-9), with
 fault injection and counters, for testing and benchmarking the provider's client without a
 Genesys Cloud tenant. Start it in-process (`EmulatorServer`), or as a process with
-`python -m airflow_provider_genesys_llm.emulator`.
+`python -m genesys_llm_emulator`.
 """
 
 from .app import create_app

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 SCOPE_USE = "ai:llm:gateway:use"
@@ -225,7 +225,7 @@ def parse_utc_instant(text: str) -> datetime:
         raise ValueError(f"not an ISO-8601 date-time: {text!r}")
     year, month, day, hour, minute, second, fraction, zulu, sign, offset_h, offset_m = match.groups()
     microseconds = int((fraction or "0")[:6].ljust(6, "0"))
-    zone = timezone.utc
+    zone = UTC
     if sign is not None and zulu is None:
         offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
         zone = timezone(-offset if sign == "-" else offset)
@@ -235,7 +235,7 @@ def parse_utc_instant(text: str) -> datetime:
         )
     except ValueError as exc:
         raise ValueError(f"not a valid date-time: {text!r} ({exc})") from None
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 @dataclass
@@ -268,7 +268,7 @@ class ContactCenterConfig:
         """The data availability date: the fixed one, or now minus the lag, truncated to the minute."""
         if self.data_availability_date is not None:
             return self.data_availability_date
-        moment = (now or datetime.now(timezone.utc)) - timedelta(seconds=self.data_availability_lag_seconds)
+        moment = (now or datetime.now(UTC)) - timedelta(seconds=self.data_availability_lag_seconds)
         return moment.replace(second=0, microsecond=0)
 
 
@@ -316,7 +316,7 @@ def _optional_instant(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO-8601 date-time string or null, got {value!r}")
     return parse_utc_instant(value)

@@ -2,8 +2,9 @@
 transcript endpoints (`analytics.py`) and the control API.
 
 One app serves HTTP, SSE and WebSocket on one port, like the real API host. The control API
-under `/_emulator/` needs no authentication: it exists so tests (and a subprocess started with
-`python -m airflow_provider_genesys_llm.emulator`) can arm faults, patch config and read counters.
+under `/_emulator/` (`control.py`) lets tests (and a subprocess started with
+`python -m genesys_llm_emulator`) arm faults, patch config and read counters; it needs a token
+when one is given, which a server bound beyond loopback must have.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,6 +25,7 @@ from .admission import admit, injected_http_error
 from .analytics import analytics_routes
 from .chat import GENESYS_CHAT, OPENAI_CHAT, chat_endpoint
 from .config import ALL_SCOPES, SCOPE_USE, ContactCenterConfig, EmulatorConfig
+from .control import control_routes
 from .faults import Phase
 from .generator import embed, estimate_tokens
 from .responses import CORRELATION_HEADER, new_correlation_id, oauth_error, platform_error
@@ -37,7 +39,6 @@ SSE_CHAT_PATH = "/api/v2/ai/generations/chat/completions"
 EMBEDDINGS_PATH = "/api/v2/ai/llm/gateway/embeddings"
 STATUS_PATH = "/api/v2/ai/llm/gateway/status"
 OPENAI_CHAT_PATH = "/v1/chat/completions"
-CONTROL_PREFIX = "/_emulator"
 
 
 def _state(request: Request) -> EmulatorState:
@@ -159,57 +160,17 @@ async def gateway_status(request: Request) -> Response:
     return JSONResponse(answer, headers=admission.headers)
 
 
-ControlAction = Callable[[EmulatorState, Mapping[str, Any]], Any]
-
-
-def _reset(state: EmulatorState, body: Mapping[str, Any]) -> dict[str, bool]:
-    state.reset(tokens=bool(body.get("tokens", False)))
-    return {"reset": True}
-
-
-def _configure(state: EmulatorState, body: Mapping[str, Any]) -> dict[str, list[str]]:
-    state.configure(body)
-    return {"updated": sorted(body)}
-
-
-# name -> (HTTP method, action). Bodies are JSON objects (an empty body reads as `{}`).
-CONTROL_ACTIONS: dict[str, tuple[str, ControlAction]] = {
-    "counters": ("GET", lambda state, _: state.counters.snapshot()),
-    "reset": ("POST", _reset),  # {"tokens": true} also forgets issued tokens
-    "config": ("POST", _configure),  # config fields to change
-    "faults": ("POST", lambda state, body: state.add_fault(body).as_dict()),  # one fault rule
-    "expire_tokens": ("POST", lambda state, _: {"expired": state.expire_tokens()}),
-}
-
-
-def control_endpoint(action: ControlAction) -> Callable[[Request], Awaitable[Response]]:
-    """A control API endpoint: counted apart from `total`, any ValueError becomes a 400."""
-
-    async def endpoint(request: Request) -> Response:
-        state = _state(request)
-        state.counters.add("control")
-        raw = await request.body()
-        try:
-            body = decode_json(raw) if raw.strip() else {}
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            result = action(state, body)
-        except ValueError as exc:  # also InvalidRequest, from decode_json
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(result)
-
-    return endpoint
-
-
 def create_app(
     config: EmulatorConfig | None = None,
     faults: Iterable[Mapping[str, Any]] = (),
     contact_center: ContactCenterConfig | None = None,
+    control_token: str | None = None,
 ) -> Starlette:
     """A fresh emulator app; its state is `app.state.emulator` (an `EmulatorState`).
 
     `faults` are armed at startup and re-armed by every reset, like the startup config;
-    `contact_center` sets up the synthetic contact center of section 9 the same way.
+    `contact_center` sets up the synthetic contact center of section 9 the same way;
+    `control_token`, when set, is required by every control call (see `control.py`).
     """
     app = Starlette(
         routes=[
@@ -220,10 +181,7 @@ def create_app(
             Route(STATUS_PATH, gateway_status, methods=["GET"]),
             Route(OPENAI_CHAT_PATH, chat_endpoint(OPENAI_CHAT), methods=["POST"]),
             *analytics_routes(),  # section 9: analytics jobs, transcript URLs and their downloads
-            *(
-                Route(f"{CONTROL_PREFIX}/{name}", control_endpoint(action), methods=[method])
-                for name, (method, action) in CONTROL_ACTIONS.items()
-            ),
+            *control_routes(control_token),
         ]
     )
     app.state.emulator = EmulatorState(config or EmulatorConfig(), faults, contact_center)

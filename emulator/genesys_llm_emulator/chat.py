@@ -199,8 +199,12 @@ def chat_endpoint(route: ChatRoute) -> Callable[[Request], Awaitable[Response]]:
         ticket = state.quota.admit(state.config, state.counters.quota, completion)
         if isinstance(ticket, QuotaRefusal):
             return route.shape.error_response(
-                429, ticket.message, admission.correlation_id, headers,
-                code="too.many.requests", retry_after=str(ticket.retry_after),
+                429,
+                ticket.message,
+                admission.correlation_id,
+                headers,
+                code="too.many.requests",
+                retry_after=str(ticket.retry_after),
             )
         streaming = False
         try:

@@ -1,4 +1,4 @@
-"""`python -m airflow_provider_genesys_llm.emulator`: the emulator as a process of its own.
+"""`python -m genesys_llm_emulator`: the emulator as a process of its own.
 
 For benchmarks and manual runs, where the client must not share an interpreter (or a GIL) with
 the server. Prints `emulator listening on http://HOST:PORT` once it accepts connections, so a
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from .config import EmulatorConfig
+from .control import CONTROL_TOKEN_ENV, CONTROL_TOKEN_HEADER
 from .server import EmulatorServer
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_genesys_llm.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="genesys-llm-emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed tokens")
@@ -35,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         "--fault", action="append", default=[], metavar="JSON", help="a fault rule armed at startup; repeatable"
     )
     parser.add_argument("--status", default="available", help="available, degraded or unavailable")
+    parser.add_argument(
+        "--control-token",
+        help=f"secret for the control API (header {CONTROL_TOKEN_HEADER}); required when --host is not loopback."
+        f" Prefer the environment variable {CONTROL_TOKEN_ENV}: a command line is visible to other users",
+    )
     return parser
 
 
@@ -54,6 +61,11 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig().patched(changes)
 
 
+def _control_token(args: argparse.Namespace) -> str | None:
+    """The flag wins over the environment; read after parsing so `--help` never shows the secret."""
+    return args.control_token or os.environ.get(CONTROL_TOKEN_ENV) or None
+
+
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
@@ -66,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         faults = [_json_object(text) for text in args.fault]
-        server = EmulatorServer(_config(args), host=args.host, port=args.port, faults=faults)
-    except ValueError as exc:  # a bad option value or fault rule, reported like any usage error
+        server = EmulatorServer(
+            _config(args), host=args.host, port=args.port, faults=faults, control_token=_control_token(args)
+        )
+    except ValueError as exc:  # a bad option value, fault rule or missing control token: a usage error
         parser.error(str(exc))
     try:
         server.serve_forever(on_ready=lambda: print(f"emulator listening on {server.base_url}", flush=True))

@@ -43,10 +43,21 @@ ANALYTICS_DETAIL_COUNTERS: tuple[str, ...] = (
     "transcript_downloads_forbidden",
 )
 REQUEST_COUNTERS: tuple[str, ...] = (
-    "oauth", "ws_upgrades", "sse", "embeddings", "status", "openai", *ANALYTICS_REQUEST_COUNTERS
+    "oauth",
+    "ws_upgrades",
+    "sse",
+    "embeddings",
+    "status",
+    "openai",
+    *ANALYTICS_REQUEST_COUNTERS,
 )
 DETAIL_COUNTERS: tuple[str, ...] = (
-    "ws_connections", "ws_requests", "embedding_inputs", "faults_fired", "control", *ANALYTICS_DETAIL_COUNTERS
+    "ws_connections",
+    "ws_requests",
+    "embedding_inputs",
+    "faults_fired",
+    "control",
+    *ANALYTICS_DETAIL_COUNTERS,
 )
 MAX_ANALYTICS_JOBS = 1000  # the oldest job is forgotten beyond this
 REQUEST_ID_HISTORY = 10_000

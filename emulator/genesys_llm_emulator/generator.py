@@ -113,9 +113,22 @@ def _fitted(tokens: list[str], count: int) -> list[str]:
 def _json_tokens(reading: standin_model.Reading, lead: str, count: int, insertion: Insertion | None) -> list[str]:
     """`{"sentiment": ..., "intent": ..., "summary": "..."}`, the summary sized to fill `count`."""
     head = [
-        '{"', "sentiment", '":', ' "', reading.sentiment, '",',
-        ' "', "intent", '":', ' "', reading.intent, '",',
-        ' "', "summary", '":', ' "',
+        '{"',
+        "sentiment",
+        '":',
+        ' "',
+        reading.sentiment,
+        '",',
+        ' "',
+        "intent",
+        '":',
+        ' "',
+        reading.intent,
+        '",',
+        ' "',
+        "summary",
+        '":',
+        ' "',
     ]
     tail = ['"}']
     budget = max(1, count - len(head) - len(tail))

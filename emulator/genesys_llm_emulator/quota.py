@@ -165,4 +165,3 @@ class OrgQuota:
 def quota_frame_error(refusal: QuotaRefusal) -> dict[str, Any]:
     """The WebSocket error of a refused request (section 4, step 5): retried after `retry_after`."""
     return {"error": {"code": "rate_limited", "message": refusal.message, "retry_after": float(refusal.retry_after)}}
-
