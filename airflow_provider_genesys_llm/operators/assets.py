@@ -104,9 +104,13 @@ def emits_results_asset(
         @functools.wraps(aexecute)
         async def wrapper(self: Any, context: Any) -> _R:
             returned = await aexecute(self, context)
+            if isinstance(returned, Mapping) and returned.get("dry_run"):
+                return returned  # a plan wrote nothing: no event, so nothing downstream runs on it
             details = extra(self, returned if isinstance(returned, Mapping) else {})
             setattr(self, SUMMARY_ATTRIBUTE, details)
-            events = context["outlet_events"]
+            events = context.get("outlet_events")
+            if events is None:  # called outside a task run (no outlets to report to)
+                return returned
             if any(isinstance(outlet, AssetAlias) and outlet.name == RESULTS_ALIAS for outlet in self.outlets):
                 events[AssetAlias(RESULTS_ALIAS)].add(
                     results_asset(self.table, self.schema, self.postgres_conn_id), extra=details
