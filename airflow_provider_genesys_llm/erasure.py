@@ -78,11 +78,9 @@ def _ids(args: argparse.Namespace) -> list[str]:
 def _conninfo(args: argparse.Namespace) -> str:
     if args.conninfo:
         return str(args.conninfo)
-    from airflow.sdk import BaseHook  # only this option needs Airflow
+    from .hooks.postgres import conninfo_for  # only --postgres-conn-id needs Airflow: imported for it alone
 
-    from .sinks.pgvector import airflow_conninfo
-
-    return airflow_conninfo(BaseHook.get_connection(args.postgres_conn_id))
+    return conninfo_for(args.postgres_conn_id)
 
 
 def _key(variable: str) -> IdKey:

@@ -4,8 +4,8 @@
 not (the problem is printed), 2 it could not be checked (bad arguments, no connection, no such
 table, an unreadable witness). ``create-writer-role``, run as the owner of the audit tables:
 exit 0 the role can append and nothing else, 2 it could not be set up (nothing was changed).
-``--conninfo`` needs no Airflow; ``--postgres-conn-id`` reads an Airflow connection and imports
-Airflow for that alone.
+``--conninfo`` needs no Airflow; ``--postgres-conn-id`` reads an Airflow connection through the
+Airflow layer (``hooks.postgres``), imported for that option alone.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ import psycopg
 from .chain import DEFAULT_TABLE, ChainVerification, verify_chain
 from .roles import FORBIDDEN, WriterRoleError, create_writer_role
 from .witness import WitnessFormatError, read_heads
-
-#: Extras of an Airflow Postgres connection that are libpq options too; the rest are Airflow's.
-LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options", "application_name")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,13 +66,11 @@ def _add_connection_options(command: argparse.ArgumentParser) -> None:
 
 
 def _airflow_conninfo(conn_id: str) -> str:
-    from airflow.sdk import BaseHook  # only this option needs Airflow
+    # Only --postgres-conn-id needs Airflow: the Airflow layer is imported for it alone, so the
+    # CLI reads connections by the same rules as the operators.
+    from ..hooks.postgres import conninfo_for
 
-    conn = BaseHook.get_connection(conn_id)
-    extras = {key: conn.extra_dejson[key] for key in LIBPQ_EXTRAS if key in conn.extra_dejson}
-    return psycopg.conninfo.make_conninfo(
-        host=conn.host, port=conn.port, dbname=conn.schema, user=conn.login, password=conn.password, **extras
-    )
+    return conninfo_for(conn_id)
 
 
 def _verify(args: argparse.Namespace, conninfo: str, chain: str) -> int:
