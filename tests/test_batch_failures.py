@@ -34,6 +34,7 @@ from airflow_provider_genesys_llm.client.errors import (
 )
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore
 from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_transient
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError
 from batch_items import TEST_ID_KEY, TEST_ID_KEY_TEXT, make_items
 from test_batch import gateway_config, table_count
@@ -364,7 +365,7 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
         "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
                   "stream_base_url": emulator.ws_url},
     }))
-    existing = PgVectorStore.from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
+    existing = pgvector_store_from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
     if fails_without_retry:
         with existing:
             existing.ensure_schema()  # a 384-d table, so dimension=3 is a mismatch

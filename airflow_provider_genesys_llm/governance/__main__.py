@@ -21,6 +21,7 @@ import psycopg
 
 from .chain import DEFAULT_TABLE, ChainVerification, verify_chain
 from .roles import FORBIDDEN, WriterRoleError, create_writer_role
+from .store_errors import postgres_reason
 from .witness import WitnessFormatError, read_heads
 
 
@@ -82,7 +83,8 @@ def _verify(args: argparse.Namespace, conninfo: str, chain: str) -> int:
     try:
         result = verify_chain(partial(psycopg.connect, conninfo), table=args.table, schema=args.schema, witnesses=heads)
     except (psycopg.Error, ValueError) as exc:
-        print(f"could not verify the audit chain {chain}: {exc}", file=sys.stderr)
+        reason = postgres_reason(exc) if isinstance(exc, psycopg.Error) else exc
+        print(f"could not verify the audit chain {chain}: {reason}", file=sys.stderr)
         return 2
     if not result.ok:
         print(f"audit chain {chain} is broken: {result.problem}", file=sys.stderr)
@@ -117,7 +119,7 @@ def _create_writer_role(args: argparse.Namespace, conninfo: str, chain: str) -> 
             partial(psycopg.connect, conninfo), args.role, password=password, table=args.table, schema=args.schema
         )
     except psycopg.Error as exc:
-        message = exc.diag.message_primary or type(exc).__name__
+        message = postgres_reason(exc)
         print(f"could not set up writer role {args.role!r} for {chain}: {message}", file=sys.stderr)
         return 2
     except (WriterRoleError, ValueError) as exc:

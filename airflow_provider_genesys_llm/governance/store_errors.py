@@ -9,6 +9,8 @@ imported here, so importing governance still needs no database driver.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -18,9 +20,9 @@ _E = TypeVar("_E", bound="StoreError")
 
 #: SQLSTATE classes a retry cannot fix: data exceptions, integrity constraint violations (a CHECK
 #: or trigger refusing the row), syntax/access rule errors (missing table, column, privilege),
-#: WITH CHECK OPTION violations, and raised exceptions (a PL/pgSQL ``RAISE``, e.g. the audit
-#: chain's append function refusing).
-PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44", "P0"})
+#: WITH CHECK OPTION violations. A PL/pgSQL ``RAISE`` (class P0) says nothing general: the store
+#: that raises it decides (``transient=``).
+PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44"})
 
 
 def postgres_reason(exc: psycopg.Error) -> str:
@@ -38,9 +40,10 @@ class StoreError(RuntimeError):
     traceback. ``transient`` tells a caller whether a later attempt may succeed.
     """
 
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+    def __init__(self, message: str, *, sqlstate: str | None = None, transient: bool | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+        self._transient = transient
 
     @classmethod
     def wrap(cls: type[_E], operation: str, table: str, exc: psycopg.Error) -> _E:
@@ -51,5 +54,18 @@ class StoreError(RuntimeError):
     @property
     def transient(self) -> bool:
         """Whether a later attempt may succeed: not for refused data, constraints or a wrong schema.
-        An error without a SQLSTATE (connection lost, server gone) may."""
+        An error without a SQLSTATE (connection lost, server gone) may. ``transient=`` overrides."""
+        if self._transient is not None:
+            return self._transient
         return (self.sqlstate or "")[:2] not in PERMANENT_SQLSTATE_CLASSES
+
+
+@contextmanager
+def wrapped_errors(error: type[StoreError], operation: str, table: str) -> Iterator[None]:
+    """Inside the block, a psycopg error becomes ``error`` naming ``operation`` and ``table``."""
+    import psycopg  # the postgres extra: only a store that is used needs it
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise error.wrap(operation, table, exc) from None

@@ -42,7 +42,7 @@ from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from ..governance.store_errors import StoreError
+from ..governance.store_errors import StoreError, wrapped_errors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -493,7 +493,7 @@ class PgVectorStore:
 
         psycopg errors become ``PgVectorStoreError`` naming ``operation`` and the table.
         """
-        try:
+        with wrapped_errors(PgVectorStoreError, operation, self._name):
             conn = self._connection(create_extension=create_extension)
             if transaction:
                 with conn.transaction(), conn.cursor() as cur:
@@ -501,8 +501,6 @@ class PgVectorStore:
             else:
                 with conn.cursor() as cur:
                     yield cur
-        except psycopg.Error as exc:
-            raise PgVectorStoreError.wrap(operation, self._name, exc) from None
 
     def _connection(self, *, create_extension: bool = False) -> psycopg.Connection[Any]:
         """The open connection: autocommit (transactions are explicit, and ``CREATE INDEX
