@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast wheel-smoke bench lint clean
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ test: $(VENV)/.installed
 # Everything but the tests that start real Airflow processes or a browser: the inner loop.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not airflow and not browser"
+
+# Build the sdist and wheel, install the wheel into a fresh virtualenv, list the provider and run
+# one DAG from it against the emulator (ci/wheel_smoke.sh says what and why).
+wheel-smoke: $(VENV)/.installed
+	DEV_PY=$(abspath $(PY)) UV=$(abspath $(VENV)/bin/uv) ci/wheel_smoke.sh
 
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py
