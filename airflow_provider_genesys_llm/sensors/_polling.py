@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, Unpack
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
@@ -20,6 +20,8 @@ from ..hooks.genesys_llm import GenesysLLMHook
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
+
+    from ..triggers._polling import PollingSettings
 
 #: Cap on the wait between checks with ``exponential_backoff=True`` when ``max_wait`` is unset.
 DEFAULT_MAX_POLL_INTERVAL = 600.0
@@ -97,9 +99,9 @@ class DeadlinePollingSensor(BaseSensorOperator, Generic[State]):
 
     # --- deferrable mode ------------------------------------------------------------------
 
-    def _trigger(self, **polling: Any) -> BaseTrigger:
-        """The trigger that waits in the triggerer; ``polling`` holds ``DeadlinePollingTrigger``'s
-        connection id, deadline, start time and intervals."""
+    def _trigger(self, **polling: Unpack[PollingSettings]) -> BaseTrigger:
+        """The trigger that waits in the triggerer, given the connection id, deadline, start time
+        and intervals every polling trigger takes."""
         raise NotImplementedError
 
     def _defer(self) -> None:

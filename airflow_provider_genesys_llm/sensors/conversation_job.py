@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException
@@ -14,6 +14,8 @@ from ._polling import DeadlinePollingSensor
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from ..triggers._polling import PollingSettings
 
 
 class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
@@ -94,5 +96,5 @@ class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
         self.log.info("Conversation-details job fulfilled: %s", summary)
         return PokeReturnValue(is_done=True, xcom_value=summary)
 
-    def _trigger(self, **polling: Any) -> GenesysConversationJobTrigger:
+    def _trigger(self, **polling: Unpack[PollingSettings]) -> GenesysConversationJobTrigger:
         return GenesysConversationJobTrigger(**polling, job_id=self.job_id)

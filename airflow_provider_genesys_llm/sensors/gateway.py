@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow.sdk import PokeReturnValue, conf
 
@@ -22,6 +22,8 @@ from ._polling import DeadlinePollingSensor
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from ..triggers._polling import PollingSettings
 
 
 class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[GatewayReadiness]):
@@ -113,7 +115,7 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
         self.log.info("Gateway ready: %s", summary)
         return PokeReturnValue(is_done=True, xcom_value=summary)
 
-    def _trigger(self, **polling: Any) -> GenesysLLMGatewayTrigger:
+    def _trigger(self, **polling: Unpack[PollingSettings]) -> GenesysLLMGatewayTrigger:
         return GenesysLLMGatewayTrigger(
             **polling,
             accept_degraded=self.accept_degraded,

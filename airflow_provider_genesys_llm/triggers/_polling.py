@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Required, TypedDict, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -41,6 +41,17 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class PollingSettings(TypedDict, total=False):
+    """The arguments every polling trigger takes (``DeadlinePollingTrigger.__init__``), so a
+    subclass passes them on as ``**polling`` instead of repeating them."""
+
+    genesys_llm_conn_id: Required[str]
+    deadline: Required[float]
+    poll_interval: float
+    max_poll_interval: float
+    started_at: float | None
+
+
 class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
     """Polls start ``poll_interval`` apart and double up to ``max_poll_interval``.
 
@@ -55,9 +66,9 @@ class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
         *,
         genesys_llm_conn_id: str,
         deadline: float,
-        poll_interval: float,
-        max_poll_interval: float,
-        started_at: float | None,
+        poll_interval: float = 60.0,
+        max_poll_interval: float = 60.0,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
         check_intervals(poll_interval, max_poll_interval)
