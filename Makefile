@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: demo test test-fast bench lint clean chromium
+.PHONY: demo test test-fast wheel-smoke bench lint clean chromium
 
 $(VENV)/.installed: pyproject.toml emulator/pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,18 @@ test: $(VENV)/.installed chromium
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not airflow and not browser"
 
-# Debian's Chromium for the browser tests (Playwright drives it; `playwright install` is never used).
-# Debian's Chromium for the UI plugin's browser tests (a browser download at run time is not
-# reachable). Installs with apt as root (CI, fresh machines); otherwise says the browser tests skip.
+# Debian's Chromium for the UI plugin's browser tests (Playwright drives it; a browser download at
+# run time is not reachable). Installs with apt as root (CI, fresh machines); otherwise says the
+# browser tests will be skipped.
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 		echo "chromium is not installed and this is not root: the browser tests will be skipped"
+
+# Build the sdist and wheel, install the wheel into a fresh virtualenv, list the provider and run
+# one DAG from it against the emulator (ci/wheel_smoke.sh says what and why).
+wheel-smoke: $(VENV)/.installed
+	DEV_PY=$(abspath $(PY)) UV=$(abspath $(VENV)/bin/uv) ci/wheel_smoke.sh
 
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py

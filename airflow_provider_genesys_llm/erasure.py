@@ -24,6 +24,7 @@ import psycopg
 from .governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 from .governance.keys import IdKey, IdKeyError
 from .governance.masking import PiiMasker
+from .governance.store_errors import postgres_reason
 from .sinks.erasure import (
     DEFAULT_TOMBSTONES_TABLE,
     DEFAULT_TRANSCRIPTS_TABLE,
@@ -78,11 +79,9 @@ def _ids(args: argparse.Namespace) -> list[str]:
 def _conninfo(args: argparse.Namespace) -> str:
     if args.conninfo:
         return str(args.conninfo)
-    from airflow.sdk import BaseHook  # only this option needs Airflow
+    from .hooks.postgres import conninfo_for  # only --postgres-conn-id needs Airflow: imported for it alone
 
-    from .sinks.pgvector import airflow_conninfo
-
-    return airflow_conninfo(BaseHook.get_connection(args.postgres_conn_id))
+    return conninfo_for(args.postgres_conn_id)
 
 
 def _key(variable: str) -> IdKey:
@@ -124,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ValueError, OSError, ErasureError, psycopg.Error) as exc:  # IdKeyError is a ValueError
         # A server error's DETAIL can quote a row: its primary message only.
-        reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.sqlstate else exc
+        reason = postgres_reason(exc) if isinstance(exc, psycopg.Error) else exc
         print(f"{args.command} failed, nothing was changed: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 2
     print(json.dumps(report.summary()))

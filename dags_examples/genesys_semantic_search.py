@@ -15,7 +15,7 @@ from _genesys_common import DEFAULT_ARGS, INSIGHTS_TABLE, POSTGRES_CONN_ID
 from airflow.sdk import DAG, Param, task
 
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
-from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ with DAG(
             [vector] = hook.embed([params["query"]])
         finally:
             hook.close()
-        store = PgVectorStore.from_airflow(POSTGRES_CONN_ID, table=INSIGHTS_TABLE, dimension=len(vector), index="none")
+        store = pgvector_store_from_airflow(POSTGRES_CONN_ID, table=INSIGHTS_TABLE, dimension=len(vector), index="none")
         try:
             matches = store.similarity_search(vector, k=int(params["k"]))
         finally:

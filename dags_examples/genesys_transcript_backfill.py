@@ -24,9 +24,9 @@ from _genesys_common import (
 )
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
 from airflow_provider_genesys_llm.operators.transcripts import GenesysTranscriptsToPostgresOperator
-from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
 with DAG(
     dag_id="genesys_transcript_backfill",
@@ -65,7 +65,7 @@ with DAG(
     @task
     def build_vector_index() -> None:
         """Bulk mode: the HNSW index once, concurrently, after every day has loaded."""
-        store = PgVectorStore.from_airflow(POSTGRES_CONN_ID, table=INSIGHTS_TABLE, dimension=384, index="deferred")
+        store = pgvector_store_from_airflow(POSTGRES_CONN_ID, table=INSIGHTS_TABLE, dimension=384, index="deferred")
         try:
             store.build_index(concurrently=True)
         finally:

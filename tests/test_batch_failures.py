@@ -35,6 +35,7 @@ from airflow_provider_genesys_llm.client.errors import (
     GatewayUnavailableError,
 )
 from airflow_provider_genesys_llm.governance.audit import AuditChainStore
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_transient
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError
 
@@ -430,7 +431,7 @@ async def test_operator_fails_without_airflow_retries_only_when_a_retry_cannot_h
             }
         ),
     )
-    existing = PgVectorStore.from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
+    existing = pgvector_store_from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384)
     if fails_without_retry:
         with existing:
             existing.ensure_schema()  # a 384-d table, so dimension=3 is a mismatch

@@ -36,6 +36,7 @@ from airflow_provider_genesys_llm.coordination import (
     SpendScope,
 )
 from airflow_provider_genesys_llm.governance.audit import AuditRecord
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -495,7 +496,7 @@ async def test_the_operator_plans_from_connection_settings_without_spending(
     assert GatewayClient(plain).gate is None  # the default: per-process limits, nothing to set up
 
     # made as the operator makes it (pgvector's type must be where the operator's connection looks)
-    with PgVectorStore.from_airflow(
+    with pgvector_store_from_airflow(
         "batch_pg", table="results", schema=pg_connect.schema, dimension=384, index="none"
     ) as store:
         store.ensure_schema()

@@ -17,6 +17,7 @@ from fixtures_postgres import PgConnect, PgServer, export_airflow_connection
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 
+from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.sinks import FailureRow, PgVectorStore, PgVectorStoreError, ResultRow
 from airflow_provider_genesys_llm.sinks import pgvector as sink
 
@@ -293,7 +294,7 @@ def test_from_airflow_uses_the_env_connection(
 ) -> None:
     export_airflow_connection(monkeypatch, "pgvector_test", pg_server)
 
-    with PgVectorStore.from_airflow("pgvector_test", table="results", schema=pg_connect.schema, dimension=3) as store:
+    with pgvector_store_from_airflow("pgvector_test", table="results", schema=pg_connect.schema, dimension=3) as store:
         assert store.asset_uri == (
             f"postgres://localhost:{pg_server.port}/{pg_server.dbname}/{pg_connect.schema}/results"
         )

@@ -26,6 +26,7 @@ from ..client.config import GatewayConfig
 from ..client.errors import RequestValidationError
 from ..client.limits import build_request
 from ..client.models import CompletionRequest, Message
+from ..client.validation_errors import validation_problems
 from ..governance.keys import IdKey
 
 #: Namespace for request ids derived from result ids, so a retried item keeps its request id.
@@ -142,12 +143,10 @@ def _invalid_id(raw: Any, position: int, key: IdKey) -> tuple[str, str]:
 
 def _describe(exc: ValidationError) -> tuple[str, str]:
     """(code, reason) of a schema error; the code names a known field or ``unknown_field``."""
-    errors = exc.errors(include_input=False, include_url=False)
-    first = errors[0]
+    first = exc.errors(include_input=False, include_url=False)[0]
     field = str(first["loc"][0]) if first["loc"] else "item"
     field = field if field in BatchItem.model_fields or field == "item" else "unknown_field"
-    reason = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'item'}: {e['msg']}" for e in errors)
-    return f"schema:{field}:{first['type']}", reason
+    return f"schema:{field}:{first['type']}", validation_problems(exc, whole="item")
 
 
 def _text_problem(text: str) -> tuple[str, str] | None:

@@ -11,13 +11,11 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import psycopg
-from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, AuditRecord, RecordStatus, TokenUsage
 from ..governance.witness import ChainHead
-from ..sinks.pgvector import airflow_conninfo
+from ..hooks.postgres import postgres_connect
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,7 @@ def task_audit_record(
 
 
 def audit_store(postgres_conn_id: str, table: str = DEFAULT_AUDIT_TABLE, schema: str = "public") -> AuditChainStore:
-    conninfo = airflow_conninfo(BaseHook.get_connection(postgres_conn_id))
-    store = AuditChainStore(lambda: psycopg.connect(conninfo), table=table, schema=schema)
+    store = AuditChainStore(postgres_connect(postgres_conn_id), table=table, schema=schema)
     store.ensure_schema()
     return store
 

@@ -4,8 +4,8 @@
 not (the problem is printed), 2 it could not be checked (bad arguments, no connection, no such
 table, an unreadable witness). ``create-writer-role``, run as the owner of the audit tables:
 exit 0 the role can append and nothing else, 2 it could not be set up (nothing was changed).
-``--conninfo`` needs no Airflow; ``--postgres-conn-id`` reads an Airflow connection and imports
-Airflow for that alone.
+``--conninfo`` needs no Airflow; ``--postgres-conn-id`` reads an Airflow connection through the
+Airflow layer (``hooks.postgres``), imported for that option alone.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import psycopg
 
 from .chain import DEFAULT_TABLE, ChainVerification, verify_chain
 from .roles import FORBIDDEN, WriterRoleError, create_writer_role
+from .store_errors import postgres_reason
 from .witness import WitnessFormatError, read_heads
-
-#: Extras of an Airflow Postgres connection that are libpq options too; the rest are Airflow's.
-LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options", "application_name")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,13 +67,11 @@ def _add_connection_options(command: argparse.ArgumentParser) -> None:
 
 
 def _airflow_conninfo(conn_id: str) -> str:
-    from airflow.sdk import BaseHook  # only this option needs Airflow
+    # Only --postgres-conn-id needs Airflow: the Airflow layer is imported for it alone, so the
+    # CLI reads connections by the same rules as the operators.
+    from ..hooks.postgres import conninfo_for
 
-    conn = BaseHook.get_connection(conn_id)
-    extras = {key: conn.extra_dejson[key] for key in LIBPQ_EXTRAS if key in conn.extra_dejson}
-    return psycopg.conninfo.make_conninfo(
-        host=conn.host, port=conn.port, dbname=conn.schema, user=conn.login, password=conn.password, **extras
-    )
+    return conninfo_for(conn_id)
 
 
 def _verify(args: argparse.Namespace, conninfo: str, chain: str) -> int:
@@ -87,7 +83,8 @@ def _verify(args: argparse.Namespace, conninfo: str, chain: str) -> int:
     try:
         result = verify_chain(partial(psycopg.connect, conninfo), table=args.table, schema=args.schema, witnesses=heads)
     except (psycopg.Error, ValueError) as exc:
-        print(f"could not verify the audit chain {chain}: {exc}", file=sys.stderr)
+        reason = postgres_reason(exc) if isinstance(exc, psycopg.Error) else exc
+        print(f"could not verify the audit chain {chain}: {reason}", file=sys.stderr)
         return 2
     if not result.ok:
         print(f"audit chain {chain} is broken: {result.problem}", file=sys.stderr)
@@ -122,7 +119,7 @@ def _create_writer_role(args: argparse.Namespace, conninfo: str, chain: str) -> 
             partial(psycopg.connect, conninfo), args.role, password=password, table=args.table, schema=args.schema
         )
     except psycopg.Error as exc:
-        message = exc.diag.message_primary or type(exc).__name__
+        message = postgres_reason(exc)
         print(f"could not set up writer role {args.role!r} for {chain}: {message}", file=sys.stderr)
         return 2
     except (WriterRoleError, ValueError) as exc:

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .canonical import canonical_json
 from .chain_sql import ChainSql
+from .store_errors import StoreError, wrapped_errors
 from .witness import GENESIS_HASH, ChainHead, Problem, WitnessCheck
 
 if TYPE_CHECKING:
@@ -42,8 +43,9 @@ DEFAULT_TABLE = "genesys_llm_audit"
 ConnectionFactory = Callable[[], "psycopg.Connection[Any]"]
 
 
-class AuditChainError(RuntimeError):
-    """The chain cannot be appended to safely; run ``verify`` to find out why."""
+class AuditChainError(StoreError):
+    """The chain cannot be appended to safely; run ``verify`` to find out why. A refusal of the
+    chain itself (missing, broken, no privilege) is not transient; a lost connection is."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class AuditChainStore:
         """
         import psycopg
 
-        with self._connect() as conn:
+        with wrapped_errors(AuditChainError, "ensure_schema", self._sql.name), self._connect() as conn:
             found = conn.execute(self._sql.objects_exist, {"schema": self._sql.schema, "table": self._sql.table})
             if found.fetchone() == (True,):
                 return
@@ -91,10 +93,11 @@ class AuditChainStore:
                 with conn.transaction():
                     conn.execute(self._sql.lock, (self._sql.lock_key,))
                     conn.execute(self._sql.create)
-            except psycopg.errors.InsufficientPrivilege:
+            except psycopg.errors.InsufficientPrivilege as exc:
                 raise AuditChainError(
                     f"audit chain {self._sql.name} is missing and this role may not create it: run "
-                    "`python -m airflow_provider_genesys_llm.governance create-writer-role` as the owner"
+                    "`python -m airflow_provider_genesys_llm.governance create-writer-role` as the owner",
+                    sqlstate=exc.sqlstate,
                 ) from None
 
     def append(self, records: Sequence[AuditRecord]) -> list[int]:
@@ -107,15 +110,17 @@ class AuditChainStore:
         if not records:
             return []
         documents = "[" + ",".join(canonical_json(record.model_dump(mode="json")) for record in records) + "]"
-        try:
-            with self._connect() as conn:
-                # Under REPEATABLE READ the snapshot would predate the lock and miss the last append.
-                conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-                rows = conn.execute(self._sql.append, (documents,)).fetchall()
-        except psycopg.errors.RaiseException as exc:
-            # The function's own refusal; its primary message carries no record content.
-            refusal = exc.diag.message_primary or f"audit chain {self._sql.name} refused the append"
-            raise AuditChainError(refusal) from None
+        with wrapped_errors(AuditChainError, "append", self._sql.name):
+            try:
+                with self._connect() as conn:
+                    # Under REPEATABLE READ the snapshot would predate the lock and miss the last append.
+                    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+                    rows = conn.execute(self._sql.append, (documents,)).fetchall()
+            except psycopg.errors.RaiseException as exc:
+                # The append function's own refusal (a broken or edited chain): its primary message
+                # carries no record content, and a retry would be refused again.
+                refusal = exc.diag.message_primary or f"audit chain {self._sql.name} refused the append"
+                raise AuditChainError(refusal, sqlstate=exc.sqlstate, transient=False) from None
         last_seq, last_hash = rows[-1]
         self.last_head = ChainHead(schema=self._sql.schema, table=self._sql.table, seq=last_seq, record_hash=last_hash)
         return [row[0] for row in rows]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..client.validation_errors import validation_problems
 from .canonical import canonical_json
 
 #: Prefix of the task log line that publishes a head, for log search and ``--witness-log``.
@@ -131,9 +132,7 @@ def _message(line: str) -> str:
 def _reason(exc: ValueError) -> str:
     """What is wrong, without echoing the input (a log line may hold anything)."""
     if isinstance(exc, ValidationError):
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "head"
-        return f"is not a chain head ({where}: {first['msg']})"
+        return f"is not a chain head ({validation_problems(exc, whole='head', limit=1)})"
     return "is not followed by a JSON object"
 
 

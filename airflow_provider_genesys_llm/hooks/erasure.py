@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
-
-import psycopg
-from airflow.sdk import BaseHook
 
 from ..governance.masking import PiiMasker
 from ..sinks.erasure import ErasureReport, ErasureTargets, TombstoneList, erase
-from ..sinks.pgvector import airflow_conninfo
 from .id_key import ID_KEY_VARIABLE, get_id_key
+from .postgres import postgres_connect
 
 
 class ErasureHookMixin:
@@ -35,7 +31,7 @@ class ErasureHookMixin:
         tombstone them and append an audit record holding only their keyed hashes."""
         masker: PiiMasker = self.governance.masker if self.governance is not None else PiiMasker()
         return erase(
-            _connect(postgres_conn_id),
+            postgres_connect(postgres_conn_id),
             ids,
             get_id_key(id_key_variable),
             targets=targets,
@@ -48,8 +44,4 @@ class ErasureHookMixin:
         self, *, postgres_conn_id: str, schema: str = "public", id_key_variable: str = ID_KEY_VARIABLE
     ) -> TombstoneList:
         """The erased ids' tombstones, to filter items before an enrichment (``filter_items``)."""
-        return TombstoneList.load(_connect(postgres_conn_id), get_id_key(id_key_variable), schema=schema)
-
-
-def _connect(postgres_conn_id: str) -> partial[psycopg.Connection[Any]]:
-    return partial(psycopg.connect, airflow_conninfo(BaseHook.get_connection(postgres_conn_id)))
+        return TombstoneList.load(postgres_connect(postgres_conn_id), get_id_key(id_key_variable), schema=schema)

@@ -18,11 +18,12 @@ from ..client import (
     CompletionResult,
     GatewayClient,
     GatewayConfig,
-    GatewayProtocolError,
     GatewayStatus,
     StreamEvent,
 )
+from ..client.parsing import parse_model
 from ..client.transcripts import JOBS_PATH, JobStatus, TranscriptSource
+from ..client.validation_errors import validation_problems
 from ..coordination.settings import Priority
 from ..governance.completion import GovernedCompletion, complete_governed, stream_governed
 from ..governance.policy import Governance
@@ -115,10 +116,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         try:
             return GatewayConfig(client_id=conn.login, client_secret=conn.password, **extras)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'connection'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = validation_problems(exc, whole="connection")
             raise ValueError(f"connection {self.genesys_llm_conn_id!r} is invalid: {problems}") from None
 
     def coordination_conninfo(self) -> str | None:
@@ -141,7 +139,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
 
     @staticmethod
     def _conninfo_of(conn: Connection) -> str:
-        from ..sinks.pgvector import airflow_conninfo  # psycopg: only for connections that use a database
+        from .postgres import airflow_conninfo  # psycopg: only for connections that use a database
 
         if conn.password:
             mask_secret(conn.password)
@@ -313,13 +311,7 @@ async def _job_status(client: GatewayClient, job_id: str, retry: bool) -> JobSta
     if retry:
         return await TranscriptSource(client).job_status(job_id)
     # One attempt: the same call as ``TranscriptSource.job_status``, which takes no retry setting.
-    raw = await client.call_api("GET", f"{JOBS_PATH}/{job_id}", attempts=1)
-    try:
-        return JobStatus.model_validate_json(raw)
-    except ValidationError as exc:
-        raise GatewayProtocolError(
-            f"job status ({len(raw)} bytes) does not match the contract: {exc.error_count()} problems"
-        ) from None
+    return parse_model(JobStatus, await client.call_api("GET", f"{JOBS_PATH}/{job_id}", attempts=1), "job status")
 
 
 async def _count(client: GatewayClient, job_id: str) -> int:

@@ -25,6 +25,7 @@ from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, re
 from ..client import GatewayClient, GatewayConfig
 from ..coordination import SampleCompletion
 from ..coordination.settings import Priority
+from ..exceptions import BatchFailedError
 from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, Cost
 from ..governance.filters import OutputFilter
 from ..governance.keys import IdKey
@@ -32,8 +33,9 @@ from ..governance.masking import MaskingPolicy
 from ..governance.policy import Governance
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
+from ..hooks.postgres import airflow_conninfo, pgvector_store_from_airflow
 from ..sinks.erasure import TombstoneList, stored_digests
-from ..sinks.pgvector import PgVectorStore, airflow_conninfo
+from ..sinks.pgvector import PgVectorStore
 from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
 from .lineage import batch_lineage  # issue 11: OpenLineage
 from .metrics import StatsObserver, batch_spend
@@ -45,17 +47,6 @@ BudgetOutcome = Literal["fail", "skip", "succeed"]
 
 #: Request options that apply to every item unless the item overrides them.
 REQUEST_DEFAULTS = ("model", "temperature", "max_tokens", "system", "prompt_id", "transport", "response_format")
-
-
-class BatchFailedError(RuntimeError):
-    """More items failed than ``max_failed_ratio`` allows; everything that succeeded is stored.
-
-    ``transient`` is False when every failure is an invalid item: a retry would find them invalid again.
-    """
-
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 def store_conninfo(operator: GenesysLLMBatchCompletionOperator) -> str:
@@ -230,7 +221,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         id_key = get_id_key(self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id, priority=self.priority)
         client = await hook.aget_async_client()
-        store = PgVectorStore.from_airflow(
+        store = pgvector_store_from_airflow(
             self.postgres_conn_id,
             table=self.table,
             schema=self.schema,

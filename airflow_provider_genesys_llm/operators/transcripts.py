@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
-import psycopg
-from airflow.sdk import BaseAsyncOperator, BaseHook, Context
+from airflow.sdk import BaseAsyncOperator, Context
 
 from ..batch.landing import land_transcripts
-from ..client.transcripts import TERMINAL_STATES, TranscriptSource
+from ..client.transcripts import TERMINAL_STATES, JobStatus, TranscriptSource
+from ..exceptions import ConversationJobFailedError, ConversationJobTimeoutError, TranscriptDownloadError
 from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import get_id_key
+from ..hooks.polling import check_intervals, poll_until
+from ..hooks.postgres import postgres_connect
 from ..sinks.erasure import TombstoneList, stored_digests
-from ..sinks.pgvector import airflow_conninfo
 from ..sinks.transcripts import TranscriptStore
 from .assets import declare_results_outlet, emits_results_asset, transcripts_extra  # issue 11: asset events
 from .lineage import transcripts_lineage  # issue 11: OpenLineage
 from .metrics import TRANSCRIPTS, count_outcomes  # issue 11: outcome metrics
 
-
-class ConversationJobFailedError(RuntimeError):
-    """The analytics job ended FAILED, CANCELLED or EXPIRED."""
+#: Cap on the doubling wait between analytics-job checks.
+MAX_JOB_POLL_INTERVAL = 60.0
 
 
 class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
@@ -35,6 +35,9 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
     and wait for the job itself. The interval defaults to the run's data interval and is cut at
     Genesys' ``dataAvailabilityDate``. With ``mask_pii`` (default) PII is redacted before it is
     stored; the transcript URLs are never stored or logged.
+
+    A job the operator submits is checked ``poll_interval`` apart (doubling up to 60 s) for at
+    most ``job_timeout`` seconds; then the task fails with ``ConversationJobTimeoutError``.
     """
 
     template_fields: Sequence[str] = ("job_id", "interval_start", "interval_end", "table")
@@ -51,10 +54,14 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         mask_pii: bool = True,
         concurrency: int = 8,
         poll_interval: float = 5.0,
+        job_timeout: float = 3600.0,
         genesys_llm_conn_id: str = GenesysLLMHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_intervals(poll_interval, max(poll_interval, MAX_JOB_POLL_INTERVAL))
+        if job_timeout <= 0:
+            raise ValueError(f"job_timeout must be more than 0 seconds, got {job_timeout}")
         self.postgres_conn_id = postgres_conn_id
         self.table = table
         self.schema = schema
@@ -64,6 +71,7 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         self.mask_pii = mask_pii
         self.concurrency = concurrency
         self.poll_interval = poll_interval
+        self.job_timeout = job_timeout
         self.genesys_llm_conn_id = genesys_llm_conn_id
         declare_results_outlet(self)  # issue 11
 
@@ -83,25 +91,43 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         if interval is None:
             return None
         job_id = await source.submit_job(*interval)
-        while (status := await source.job_status(job_id)).state not in TERMINAL_STATES:
-            await asyncio.sleep(self.poll_interval)
+        last: list[JobStatus] = []
+
+        async def ended() -> JobStatus | None:
+            last[:] = [await source.job_status(job_id)]
+            return last[0] if last[0].state in TERMINAL_STATES else None
+
+        status = await poll_until(
+            ended,
+            deadline=time.time() + self.job_timeout,
+            poll_interval=self.poll_interval,
+            max_poll_interval=max(self.poll_interval, MAX_JOB_POLL_INTERVAL),
+        )
+        if status is None:
+            raise ConversationJobTimeoutError(
+                f"analytics job {job_id} was not done within job_timeout={self.job_timeout:g} s (last state "
+                f"{last[0].state}); a retry submits a new job, or raise job_timeout",
+                transient=True,
+            )
         if status.state != "FULFILLED":
             message = PiiMasker().mask(status.errorMessage).text if status.errorMessage else "no message"
-            raise ConversationJobFailedError(f"analytics job {job_id} ended {status.state}: {message}")
+            raise ConversationJobFailedError(
+                f"analytics job {job_id} ended {status.state}: {message}; a retry submits a new job", transient=True
+            )
         return job_id
 
     @count_outcomes(TRANSCRIPTS)  # issue 11
     @emits_results_asset(transcripts_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
+        # Connection and Variable lookups and the DDL block: none of them runs on the event loop.
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
-        source = hook.get_transcript_source()
-        conninfo = airflow_conninfo(BaseHook.get_connection(self.postgres_conn_id))
-        connect = partial(psycopg.connect, conninfo)
+        source = TranscriptSource(await hook.aget_async_client())
+        connect = await asyncio.to_thread(postgres_connect, self.postgres_conn_id)
         store = TranscriptStore(connect, table=self.table, schema=self.schema)
-        store.ensure_schema()
+        await asyncio.to_thread(store.ensure_schema)
         # Erased conversations are never landed again (sinks/erasure.py); no key needed until one was.
         digests = await asyncio.to_thread(stored_digests, connect, schema=self.schema)
-        tombstones = TombstoneList(get_id_key(), digests) if digests else None
+        tombstones = TombstoneList(await asyncio.to_thread(get_id_key), digests) if digests else None
         try:
             job_id = await self._job(source, context)
             if job_id is None:
@@ -117,9 +143,10 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         self.log.info("landed transcripts: %s", summary)
         if stats.failed_ids:
             context["ti"].xcom_push(key="return_value", value=summary)
-            raise RuntimeError(
+            raise TranscriptDownloadError(
                 f"{len(stats.failed_ids)} transcripts could not be downloaded; everything else is stored, "
-                "and a retry re-lands the interval idempotently"
+                "and a retry re-lands the interval idempotently",
+                transient=True,
             )
         return summary
 

@@ -72,7 +72,7 @@ def _table(settings: Settings, name: str | None) -> TableName:
 def _connect(settings: Settings, *, dict_rows: bool = True) -> queries.Connect:
     from airflow.models.connection import Connection
 
-    from ..sinks.pgvector import airflow_conninfo
+    from ..hooks.postgres import airflow_conninfo
 
     conn = Connection.get_connection_from_secrets(settings.postgres_conn_id)
     return queries.read_only_connect(airflow_conninfo(conn), dict_rows=dict_rows)

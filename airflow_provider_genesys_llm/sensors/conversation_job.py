@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.sdk import PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowFailException
 
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..operators.metrics import CONVERSATION_JOB, count_outcomes  # issue 11: outcome metrics
 from ..triggers.conversation_job import ConversationJobWatch, GenesysConversationJobTrigger, check_job_id
-from .gateway import DEFAULT_MAX_POLL_INTERVAL, DEFERRAL_GRACE_SECONDS
+from ._polling import DeadlinePollingSensor
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from ..triggers._polling import PollingSettings
 
-class GenesysConversationJobSensor(BaseSensorOperator):
+
+class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
     """Wait until a conversation-details job (protocol section 9) is ``FULFILLED``.
 
     Only polls: submit the job upstream (``GenesysLLMHook.submit_conversation_job``). Unavailable,
@@ -46,6 +45,8 @@ class GenesysConversationJobSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("job_id", "genesys_llm_conn_id")
+    trigger_name = "the conversation-job trigger"
+    done_message = "Conversation-details job fulfilled"
 
     def __init__(
         self,
@@ -55,46 +56,20 @@ class GenesysConversationJobSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("exponential_backoff") and kwargs.get("max_wait") is None:
-            kwargs["max_wait"] = DEFAULT_MAX_POLL_INTERVAL
-        super().__init__(**kwargs)
+        super().__init__(genesys_llm_conn_id=genesys_llm_conn_id, deferrable=deferrable, **kwargs)
         if isinstance(job_id, str) and "{{" not in job_id:
             check_job_id(job_id)  # a literal id is checked when the DAG is parsed, a template when rendered
-        if deferrable and self.poke_interval <= 0:
-            raise ValueError("a deferrable GenesysConversationJobSensor needs poke_interval > 0")
         self.job_id = job_id
-        self.genesys_llm_conn_id = genesys_llm_conn_id
-        self.deferrable = deferrable
-        self._watch: ConversationJobWatch | None = None
-        self._started: float | None = None
 
-    @cached_property
-    def hook(self) -> GenesysLLMHook:
-        """One hook for the whole wait, so checks reuse its token and connections."""
-        return GenesysLLMHook(self.genesys_llm_conn_id)
+    def _new_state(self) -> ConversationJobWatch:
+        return ConversationJobWatch(self.job_id)
 
-    def _state(self) -> ConversationJobWatch:
-        if self._watch is None:
-            self._watch = ConversationJobWatch(self.job_id)
-            self._started = time.monotonic()
-        return self._watch
-
-    # --- poke (and reschedule) mode -------------------------------------------------------
+    def _not_done(self, state: ConversationJobWatch) -> str:
+        return f"Conversation-details job {self.job_id!r} was not FULFILLED: {state.describe()}"
 
     def execute(self, context: Context) -> Any:
-        check_job_id(self.job_id)
-        if self.deferrable:
-            self._defer()
-        self._watch = None
-        try:
-            return super().execute(context)
-        except AirflowSensorTimeout as exc:
-            raise AirflowSensorTimeout(
-                f"{exc} Conversation-details job {self.job_id!r} was not FULFILLED: {self._state().describe()}."
-            ) from None
-        finally:
-            if "hook" in self.__dict__:
-                self.hook.close()
+        check_job_id(self.job_id)  # the rendered id, before any call or deferral
+        return super().execute(context)
 
     @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
     def poke(self, context: Context) -> bool | PokeReturnValue:
@@ -119,41 +94,13 @@ class GenesysConversationJobSensor(BaseSensorOperator):
                 raise
             self.log.warning("Counting the results failed (%s); trying again.", watch.last_error)
             return False
-        assert self._started is not None
-        summary = watch.summary(time.monotonic() - self._started, count)
+        summary = watch.summary(self._waited(), count)
         self.log.info("Conversation-details job fulfilled: %s", summary)
         return PokeReturnValue(is_done=True, xcom_value=summary)
 
-    # --- deferrable mode ------------------------------------------------------------------
-
-    def _defer(self) -> None:
-        now = time.time()
-        max_poll = self.max_wait.total_seconds() if self.exponential_backoff and self.max_wait else 0.0
-        self.defer(
-            trigger=GenesysConversationJobTrigger(
-                genesys_llm_conn_id=self.genesys_llm_conn_id,
-                job_id=self.job_id,
-                deadline=now + self.timeout,
-                started_at=now,
-                poll_interval=self.poke_interval,
-                max_poll_interval=max(self.poke_interval, max_poll),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS),
-        )
+    def _trigger(self, **polling: Unpack[PollingSettings]) -> GenesysConversationJobTrigger:
+        return GenesysConversationJobTrigger(**polling, job_id=self.job_id)
 
     @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger: return its summary, or fail with its message."""
-        if not event:
-            raise AirflowException("the conversation-job trigger ended without an event")
-        status = event.get("status")
-        if status == "success":
-            self.log.info("Conversation-details job fulfilled: %s", event["summary"])
-            return event["summary"]
-        message = event.get("message") or f"the conversation-job trigger ended with status {status!r}"
-        if status == "failed":
-            raise AirflowFailException(message)
-        if status == "timeout":
-            raise AirflowSensorTimeout(message)
-        raise AirflowException(message)
+        return super().execute_complete(context, event)

@@ -1,7 +1,7 @@
 """Sinks that store completion results.
 
-Nothing here imports Airflow at module level: ``PgVectorStore`` can be used, tested and benchmarked
-with a plain psycopg connection, and ``PgVectorStore.from_airflow`` is the one Airflow entry point.
+Nothing here imports Airflow: ``PgVectorStore`` can be used, tested and benchmarked
+with a plain psycopg connection; ``hooks.postgres`` builds one from an Airflow connection.
 """
 
 from .pgvector import (

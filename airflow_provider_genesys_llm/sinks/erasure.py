@@ -38,6 +38,7 @@ from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 from ..governance.audit import AuditChainError, AuditChainStore, AuditLog, AuditRecord
 from ..governance.keys import IdKey
 from ..governance.masking import PiiMasker
+from ..governance.store_errors import StoreError, postgres_reason
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ _TRANSCRIPT_KEY = sql.SQL("conversation_id || ':' || communication_id || ':' || 
 ConnectionFactory = Callable[[], "psycopg.Connection[Any]"]
 
 
-class ErasureError(RuntimeError):
+class ErasureError(StoreError):
     """The erasure did not happen (nothing was deleted); the message names the step and the table.
 
     Postgres' DETAIL is left out (it can quote a row); a retry repeats the whole erasure.
@@ -224,12 +225,14 @@ def erase(
                 lent = cast("psycopg.Connection[Any]", _LentConnection(conn))
                 seqs = AuditChainStore(lambda: lent, **chain).append([record]) if chain else [None]
     except (psycopg.Error, AuditChainError) as exc:
-        if isinstance(exc, psycopg.Error):  # a server error's DETAIL can quote a row: its primary message only
-            reason = exc.diag.message_primary if exc.sqlstate else type(exc).__name__
+        if isinstance(exc, AuditChainError):
+            reason, transient = str(exc), exc.transient
         else:
-            reason = str(exc)
+            reason, transient = postgres_reason(exc), None
         raise ErasureError(
-            f"erasure failed at {step} on {targets.schema}.{table}, nothing was deleted: {reason}"
+            f"erasure failed at {step} on {targets.schema}.{table}, nothing was deleted: {reason}",
+            sqlstate=exc.sqlstate,
+            transient=transient,
         ) from None
     log.info("%s", AuditLog.to_log_line(record))
     if altered:

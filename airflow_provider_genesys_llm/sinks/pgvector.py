@@ -20,7 +20,7 @@ Design, in short:
 * Identifiers are always ``psycopg.sql.Identifier``; nothing logs row contents or parameters, and
   errors carry Postgres' primary message only (its DETAIL can quote a whole failing row).
 
-Only ``PgVectorStore.from_airflow`` imports Airflow.
+Nothing here imports Airflow: ``hooks/postgres.py`` builds a store from an Airflow connection.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ import psycopg
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+
+from ..governance.store_errors import StoreError, wrapped_errors
 
 if TYPE_CHECKING:
     import numpy as np
-    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,6 @@ _UNIQUE_VIOLATION = "23505"
 _STAGE = sql.Identifier("pg_temp", "pgvector_store_stage")
 #: Staging table of ``set_embeddings``.
 _VECTOR_STAGE = sql.Identifier("pg_temp", "pgvector_store_vectors")
-#: SQLSTATE classes a retry cannot fix: data exceptions, integrity constraint violations (a CHECK
-#: or trigger refusing the row), syntax/access rule errors (missing table, column, privilege).
-_PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "44"})
 #: Advisory lock key ("genesys" in ASCII) that serialises concurrent ``ensure_schema`` calls:
 #: ``CREATE EXTENSION/TABLE IF NOT EXISTS`` run at the same time can fail with a unique violation.
 _SCHEMA_LOCK_KEY = 0x67656E65737973
@@ -241,28 +238,9 @@ class Location(NamedTuple):
     dbname: str
 
 
-class PgVectorStoreError(RuntimeError):
-    """A database operation of the store failed.
-
-    The message names the operation, the table and Postgres' primary message. The psycopg error is
-    not chained: its text includes the server's DETAIL, which for a rejected row quotes the whole
-    row, and a logged traceback must not leak completion contents.
-    """
-
-    def __init__(self, operation: str, table: str, exc: psycopg.Error) -> None:
-        # Server errors have a SQLSTATE and a primary message; client-side ones (connect, dump)
-        # only their own text, which never holds row values.
-        reason = f"{exc.diag.message_primary} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else str(exc)
-        super().__init__(f"{operation} on {table} failed: {type(exc).__name__}: {reason}")
-        self.operation = operation
-        self.table = table
-        self.sqlstate = exc.sqlstate
-
-    @property
-    def transient(self) -> bool:
-        """Whether a later attempt may succeed (as on gateway errors): not for refused data,
-        constraints or a wrong schema."""
-        return (self.sqlstate or "")[:2] not in _PERMANENT_SQLSTATE_CLASSES
+class PgVectorStoreError(StoreError):
+    """A database operation of the store failed (``governance.store_errors`` says what the message
+    holds and leaves out: a logged traceback must not leak completion contents)."""
 
 
 class SchemaMismatchError(ValueError):
@@ -306,21 +284,6 @@ class PgVectorStore:
         self._failures = sql.Identifier(schema, table + _FAILURES_SUFFIX)
         self._index_name = table + _INDEX_SUFFIX
 
-    @classmethod
-    def from_airflow(cls, postgres_conn_id: str, **kwargs: Any) -> PgVectorStore:
-        """A store on an Airflow ``postgres`` connection; ``kwargs`` go to the constructor.
-
-        The connection's ``schema`` field is the database name (Airflow's convention) and ``host``
-        may be a Unix-socket directory. Extras that are libpq options (``sslmode``,
-        ``connect_timeout``, ...) are passed on; others (``cursor``, ``iam``, ...) are ignored.
-        """
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(postgres_conn_id)
-        conninfo = airflow_conninfo(conn)
-        location = Location(conn.host, conn.port or 5432, conn.schema) if conn.host and conn.schema else None
-        return cls(lambda: psycopg.connect(conninfo), location=location, **kwargs)
-
     def __enter__(self) -> PgVectorStore:
         return self
 
@@ -339,8 +302,8 @@ class PgVectorStore:
 
         A Unix-socket host (a directory) is written as ``localhost`` with the port, since a path
         cannot be a URI host and the socket is only reachable from the same machine. Without a
-        ``location`` (``from_airflow`` sets it) this reads the store's live connection, so it
-        connects: build assets at DAG-parse time from a ``from_airflow`` store.
+        ``location`` (``hooks.postgres.pgvector_store_from_airflow`` sets it) this reads the store's
+        live connection, so it connects: build assets at DAG-parse time from a store made that way.
         """
         location = self._location or self._live_location()
         host = "localhost" if location.host.startswith(("/", "@")) else location.host
@@ -542,7 +505,7 @@ class PgVectorStore:
 
         psycopg errors become ``PgVectorStoreError`` naming ``operation`` and the table.
         """
-        try:
+        with wrapped_errors(PgVectorStoreError, operation, self._name):
             conn = self._connection(create_extension=create_extension)
             if transaction:
                 with conn.transaction(), conn.cursor() as cur:
@@ -550,8 +513,6 @@ class PgVectorStore:
             else:
                 with conn.cursor() as cur:
                     yield cur
-        except psycopg.Error as exc:
-            raise PgVectorStoreError(operation, self._name, exc) from None
 
     def _connection(self, *, create_extension: bool = False) -> psycopg.Connection[Any]:
         """The open connection: autocommit (transactions are explicit, and ``CREATE INDEX
@@ -825,22 +786,3 @@ def _fetch_int(cur: psycopg.Cursor[Any]) -> int:
     row = cur.fetchone()
     assert row is not None, "an aggregate query returned no row"
     return int(row[0])
-
-
-def airflow_conninfo(conn: Connection) -> str:
-    """A libpq conninfo string from an Airflow ``postgres`` connection (no URI: a socket directory
-    as host does not survive one)."""
-    keywords = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
-    extras = conn.extra_dejson
-    ignored = sorted(set(extras) - keywords)
-    if ignored:
-        log.debug("connection %s: ignoring extras that are not libpq options: %s", conn.conn_id, ignored)
-    params: dict[str, Any] = {
-        "host": conn.host,
-        "port": conn.port,
-        "user": conn.login,
-        "password": conn.password,
-        "dbname": conn.schema,
-    }
-    params.update((key, value) for key, value in extras.items() if key in keywords)
-    return make_conninfo(**{key: value for key, value in params.items() if value not in (None, "")})

@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..client.transcripts import TranscriptRecord
+from ..governance.store_errors import StoreError, wrapped_errors
 
 _COLUMNS = (
     "conversation_id",
@@ -29,7 +30,13 @@ _COLUMNS = (
 )
 
 
+class TranscriptStoreError(StoreError):
+    """A database operation of the transcript store failed; the message never quotes a transcript."""
+
+
 class TranscriptStore:
+    """The landing table; psycopg errors become ``TranscriptStoreError``."""
+
     def __init__(
         self,
         connect: Callable[[], psycopg.Connection[Any]],
@@ -41,9 +48,10 @@ class TranscriptStore:
         self.table = table
         self.schema = schema
         self._name = sql.Identifier(schema, table)
+        self._label = f"{schema}.{table}"
 
     def ensure_schema(self) -> None:
-        with self._connect() as conn:
+        with wrapped_errors(TranscriptStoreError, "ensure_schema", self._label), self._connect() as conn:
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} ("
@@ -76,12 +84,16 @@ class TranscriptStore:
             values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
         )
         rows = [_values(record) for record in records]
-        with self._connect() as conn, conn.cursor() as cursor:
+        with (
+            wrapped_errors(TranscriptStoreError, "upsert", self._label),
+            self._connect() as conn,
+            conn.cursor() as cursor,
+        ):
             cursor.executemany(statement, rows, returning=False)
             return max(cursor.rowcount, 0)
 
     def count(self) -> int:
-        with self._connect() as conn:
+        with wrapped_errors(TranscriptStoreError, "count", self._label), self._connect() as conn:
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._name)).fetchone()
             return int(row[0]) if row else 0
 

@@ -1,19 +1,21 @@
 """What both triggers share: poll with backoff up to a wall-clock deadline, yield one terminal event.
 
 Subclasses say what one check does (``_check``) and what a timeout reports (``_timeout_event``);
-the loop, the backoff, the per-check time limit and the client's lifetime live here once.
+the per-check time limit and the client's lifetime live here once, the loop and its backoff in
+``hooks/polling.py`` (shared with the transcripts operator's job wait).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, Required, TypedDict, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ..client import GatewayCircuitOpenError, GatewayError
+from ..hooks.polling import check_intervals, poll_until
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -39,6 +41,17 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class PollingSettings(TypedDict, total=False):
+    """The arguments every polling trigger takes (``DeadlinePollingTrigger.__init__``), so a
+    subclass passes them on as ``**polling`` instead of repeating them."""
+
+    genesys_llm_conn_id: Required[str]
+    deadline: Required[float]
+    poll_interval: float
+    max_poll_interval: float
+    started_at: float | None
+
+
 class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
     """Polls start ``poll_interval`` apart and double up to ``max_poll_interval``.
 
@@ -53,15 +66,12 @@ class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
         *,
         genesys_llm_conn_id: str,
         deadline: float,
-        poll_interval: float,
-        max_poll_interval: float,
-        started_at: float | None,
+        poll_interval: float = 60.0,
+        max_poll_interval: float = 60.0,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be more than 0 seconds, got {poll_interval}")
-        if max_poll_interval < poll_interval:
-            raise ValueError(f"max_poll_interval ({max_poll_interval}) is below poll_interval ({poll_interval})")
+        check_intervals(poll_interval, max_poll_interval)
         self.genesys_llm_conn_id = genesys_llm_conn_id
         self.deadline = float(deadline)
         self.poll_interval = float(poll_interval)
@@ -106,18 +116,13 @@ class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
             except Exception as exc:
                 yield self._error_event(exc, "could not set up the gateway client")
                 return
-            interval = self.poll_interval
-            while True:
-                event = await self._check(hook, state)
-                if event is not None:
-                    yield event
-                    return
-                left = self.deadline - time.time()
-                if left <= 0:
-                    yield self._timeout_event(state)
-                    return
-                await asyncio.sleep(min(interval, left))
-                interval = min(interval * 2, self.max_poll_interval)
+            event = await poll_until(
+                partial(self._check, hook, state),
+                deadline=self.deadline,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+            )
+            yield event if event is not None else self._timeout_event(state)
         finally:
             await hook.aclose()
 

@@ -12,13 +12,13 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from airflow.triggers.base import TriggerEvent
 
 from ..client.transcripts import TERMINAL_STATES, JobStatus
 from ..governance.masking import PiiMasker
-from ._polling import DeadlinePollingTrigger, describe_error, is_transient
+from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, is_transient
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -112,23 +112,8 @@ class GenesysConversationJobTrigger(DeadlinePollingTrigger[ConversationJobWatch]
     backoff: see ``DeadlinePollingTrigger``.
     """
 
-    def __init__(
-        self,
-        *,
-        genesys_llm_conn_id: str,
-        job_id: str,
-        deadline: float,
-        poll_interval: float = 60.0,
-        max_poll_interval: float = 60.0,
-        started_at: float | None = None,
-    ) -> None:
-        super().__init__(
-            genesys_llm_conn_id=genesys_llm_conn_id,
-            deadline=deadline,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            started_at=started_at,
-        )
+    def __init__(self, *, job_id: str, **polling: Unpack[PollingSettings]) -> None:
+        super().__init__(**polling)
         self.job_id = check_job_id(job_id)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

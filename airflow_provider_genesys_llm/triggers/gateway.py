@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow.triggers.base import TriggerEvent
 
 from ..client import CompletionResult, GatewayStatus
-from ._polling import DeadlinePollingTrigger, describe_error, is_transient
+from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, is_transient
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -120,24 +120,14 @@ class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
     def __init__(
         self,
         *,
-        genesys_llm_conn_id: str,
-        deadline: float,
         accept_degraded: bool = False,
         min_remaining_requests: int = 1,
-        poll_interval: float = 60.0,
-        max_poll_interval: float = 60.0,
-        started_at: float | None = None,
         probe: bool = False,
         probe_prompt: str = DEFAULT_PROBE_PROMPT,
         probe_max_tokens: int = DEFAULT_PROBE_MAX_TOKENS,
+        **polling: Unpack[PollingSettings],
     ) -> None:
-        super().__init__(
-            genesys_llm_conn_id=genesys_llm_conn_id,
-            deadline=deadline,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            started_at=started_at,
-        )
+        super().__init__(**polling)
         if probe_max_tokens < 1:
             raise ValueError(f"probe_max_tokens must be at least 1, got {probe_max_tokens}")
         GatewayReadiness(accept_degraded, min_remaining_requests)  # validates the two settings now
