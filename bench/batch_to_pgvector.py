@@ -378,16 +378,26 @@ def run_one(args: argparse.Namespace) -> None:
 def run_child(count: int, args: argparse.Namespace) -> RunResult:
     """One run in a fresh interpreter; its report is passed through, its figures parsed."""
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--items", str(count), "--index", args.index,
-        "--chunk-size", str(args.chunk_size), "--window", str(args.window),
-        "--maintenance-work-mem", args.maintenance_work_mem, "--json",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--items",
+        str(count),
+        "--index",
+        args.index,
+        "--chunk-size",
+        str(args.chunk_size),
+        "--window",
+        str(args.window),
+        "--maintenance-work-mem",
+        args.maintenance_work_mem,
+        "--json",
     ]
     result: RunResult | None = None
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         for line in child.stdout:
             if line.startswith(RESULT_MARKER):
-                result = RunResult(**json.loads(line[len(RESULT_MARKER):]))
+                result = RunResult(**json.loads(line[len(RESULT_MARKER) :]))
             else:
                 print(line, end="", flush=True)
     if child.returncode != 0 or result is None:
@@ -421,7 +431,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=BatchSettings.chunk_size)
     parser.add_argument("--window", type=int, default=BatchSettings.window)
     parser.add_argument(
-        "--maintenance-work-mem", default="512MB",
+        "--maintenance-work-mem",
+        default="512MB",
         help="Postgres maintenance_work_mem of the store's sessions (the deferred HNSW build uses it)",
     )
     parser.add_argument("--compare", metavar="N,N,...", help="run each count in a fresh subprocess; compare peak RSS")

@@ -98,9 +98,16 @@ def worker(job: Job, index: int, barrier: Barrier, results: Any) -> None:
 
 async def _worker(job: Job, index: int, barrier: Barrier) -> dict[str, Any]:
     settings = CoordinationSettings.model_validate_json(job.settings_json)
-    config = GatewayConfig(client_id="emulator-client", client_secret="emulator-secret", api_base_url=job.base_url,
-                           login_base_url=job.base_url, stream_base_url=job.ws_url, max_concurrency=job.streams,
-                           requests_per_minute=1_000_000, max_attempts=1)
+    config = GatewayConfig(
+        client_id="emulator-client",
+        client_secret="emulator-secret",
+        api_base_url=job.base_url,
+        login_base_url=job.base_url,
+        stream_base_url=job.ws_url,
+        max_concurrency=job.streams,
+        requests_per_minute=1_000_000,
+        max_attempts=1,
+    )
     offset = index * job.items // job.workers
     order = [f"item-{(offset + n) % job.items:06d}" for n in range(job.items)]
     latencies: list[float] = []
@@ -121,7 +128,7 @@ async def _worker(job: Job, index: int, barrier: Barrier) -> dict[str, Any]:
             for wait in (0.0, SLOT_TIMEOUT):  # first skip items others hold, then wait for the rest
                 pending = [item_id for item_id in order if item_id not in taken]
                 for start in range(0, len(pending), job.streams):
-                    outcome = await claims.claim(pending[start:start + job.streams], wait=wait)
+                    outcome = await claims.claim(pending[start : start + job.streams], wait=wait)
                     taken.update(outcome.granted)
                     for item_id in outcome.granted:
                         await queue.put(item_id)
@@ -157,24 +164,50 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8, help="streams each worker runs (demand > quota)")
     parser.add_argument("--token-delay", type=float, default=0.01, help="emulator seconds between tokens")
     parser.add_argument("--completion-tokens", type=int, default=40)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="the coordinator's max_concurrency (default: the quota); above it AIMD finds the quota")
-    parser.add_argument("--no-claims", action="store_true",
-                        help="every worker pays for every item (what redelivered work costs without claims)")
-    parser.add_argument("--per-process", action="store_true",
-                        help="no coordinator: each worker keeps only its own limit (today's default), for comparison")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="the coordinator's max_concurrency (default: the quota); above it AIMD finds the quota",
+    )
+    parser.add_argument(
+        "--no-claims",
+        action="store_true",
+        help="every worker pays for every item (what redelivered work costs without claims)",
+    )
+    parser.add_argument(
+        "--per-process",
+        action="store_true",
+        help="no coordinator: each worker keeps only its own limit (today's default), for comparison",
+    )
     args = parser.parse_args()
     spawn = multiprocessing.get_context("spawn")
-    settings = CoordinationSettings(enabled=not args.per_process, postgres_conn_id="bench",
-                                    max_concurrency=args.limit or args.quota,
-                                    requests_per_minute=None, lease_seconds=5.0, recovery_window_seconds=5.0)
+    settings = CoordinationSettings(
+        enabled=not args.per_process,
+        postgres_conn_id="bench",
+        max_concurrency=args.limit or args.quota,
+        requests_per_minute=None,
+        lease_seconds=5.0,
+        recovery_window_seconds=5.0,
+    )
     with pgserver_conninfo() as conninfo, emulator_process() as emulator:
-        emulator.configure(org_max_concurrent_streams=args.quota, token_delay=args.token_delay,
-                           completion_tokens=args.completion_tokens)
+        emulator.configure(
+            org_max_concurrent_streams=args.quota,
+            token_delay=args.token_delay,
+            completion_tokens=args.completion_tokens,
+        )
         barrier = spawn.Barrier(args.workers)
         results = spawn.Queue()
-        job = Job(conninfo, emulator.base_url, emulator.ws_url, settings.model_dump_json(), args.workers, args.items,
-                  args.streams, claims=not args.no_claims)
+        job = Job(
+            conninfo,
+            emulator.base_url,
+            emulator.ws_url,
+            settings.model_dump_json(),
+            args.workers,
+            args.items,
+            args.streams,
+            claims=not args.no_claims,
+        )
         processes = [spawn.Process(target=worker, args=(job, n, barrier, results)) for n in range(args.workers)]
         for process in processes:
             process.start()
@@ -194,10 +227,18 @@ def main() -> None:
         f"utilization={utilization:.2f} max_inflight={counters['max_concurrent_streams']} "
         f"rate_429={counters['quota_429s'] / max(1, requests):.4f} duplicates_paid={duplicates}"
     )
-    print(json.dumps({"completed": len(latencies), "per_worker": [len(r["latencies"]) for r in reports],
-                      "mean_latency_s": round(mean_latency, 4),
-                      "completion_requests": requests, "quota_429s": counters["quota_429s"],
-                      "completions_paid": counters["completions_paid"]}))
+    print(
+        json.dumps(
+            {
+                "completed": len(latencies),
+                "per_worker": [len(r["latencies"]) for r in reports],
+                "mean_latency_s": round(mean_latency, 4),
+                "completion_requests": requests,
+                "quota_429s": counters["quota_429s"],
+                "completions_paid": counters["completions_paid"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,10 @@ def run(conninfo: str, rows: list[ResultRow], indexed_rows: int, dimension: int,
         execute(conninfo, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         unindexed_steps = [(rows, fresh), (rows, again), (changed_rows, changed)]
         scenarios: list[Callable[[], None]] = [
-            lambda: timed_upserts(conninfo, schema, "none", dimension, unindexed_steps),
-            lambda: timed_copy(conninfo, schema, rows, dimension, copy),
-            lambda: timed_upserts(conninfo, schema, "hnsw", dimension, [(few, indexed)]),
-            lambda: timed_upserts(conninfo, schema, "deferred", dimension, [(few, deferred)], build_index=True),
+            partial(timed_upserts, conninfo, schema, "none", dimension, unindexed_steps),
+            partial(timed_copy, conninfo, schema, rows, dimension, copy),
+            partial(timed_upserts, conninfo, schema, "hnsw", dimension, [(few, indexed)]),
+            partial(timed_upserts, conninfo, schema, "deferred", dimension, [(few, deferred)], build_index=True),
         ]
         for scenario in reversed(scenarios) if number % 2 else scenarios:
             scenario()

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -66,8 +67,15 @@ async def bare_websocket_streams(emulator: EmulatorProcess, token: str, streams:
         ) as ws:
             await ws.send(json.dumps({"action": "init_stream", "protocol_version": "v2"}))
             await ws.recv()
-            await ws.send(json.dumps({"model": "genesys-llm-v2", "messages": PROMPT,
-                                      "parameters": {"temperature": 0.7, "max_tokens": max_tokens}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "model": "genesys-llm-v2",
+                        "messages": PROMPT,
+                        "parameters": {"temperature": 0.7, "max_tokens": max_tokens},
+                    }
+                )
+            )
             async for raw in ws:
                 frame = json.loads(raw)
                 frames += 1
@@ -80,11 +88,16 @@ async def bare_websocket_streams(emulator: EmulatorProcess, token: str, streams:
 
 async def bare_sse_streams(emulator: EmulatorProcess, token: str, streams: int, max_tokens: int) -> int:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=streams)) as http:
+
         async def one() -> int:
             frames = 0
-            body = {"messages": PROMPT, "params": {"model_id": "genesys-llm-v2", "temperature": 0.7, "max_tokens": max_tokens}}
-            async with http.stream("POST", emulator.base_url + CHAT_PATH, json=body,
-                                   headers={"Authorization": f"Bearer {token}"}) as response:
+            body = {
+                "messages": PROMPT,
+                "params": {"model_id": "genesys-llm-v2", "temperature": 0.7, "max_tokens": max_tokens},
+            }
+            async with http.stream(
+                "POST", emulator.base_url + CHAT_PATH, json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
                         json.loads(line[6:])
@@ -96,8 +109,11 @@ async def bare_sse_streams(emulator: EmulatorProcess, token: str, streams: int, 
 
 async def fetch_token(emulator: EmulatorProcess) -> str:
     async with httpx.AsyncClient() as http:
-        answer = await http.post(emulator.base_url + "/oauth/token", auth=("emulator-client", "emulator-secret"),
-                                 data={"grant_type": "client_credentials"})
+        answer = await http.post(
+            emulator.base_url + "/oauth/token",
+            auth=("emulator-client", "emulator-secret"),
+            data={"grant_type": "client_credentials"},
+        )
         return answer.json()["access_token"]
 
 
@@ -119,7 +135,10 @@ async def frame_scenario(
 ) -> list[str]:
     emulator.configure(token_delay=delay, completion_tokens=tokens)
     token = await fetch_token(emulator)
-    lines = [f"{name}: {rounds} round(s) of {streams} concurrent stream(s) x {tokens} tokens, token delay {delay * 1000:g} ms"]
+    lines = [
+        f"{name}: {rounds} round(s) of {streams} concurrent stream(s) x {tokens} tokens,"
+        f" token delay {delay * 1000:g} ms"
+    ]
     bare = {
         "websocket": await measure(repeated(rounds, lambda: bare_websocket_streams(emulator, token, streams, tokens))),
         "sse": await measure(repeated(rounds, lambda: bare_sse_streams(emulator, token, streams, tokens))),
@@ -127,7 +146,9 @@ async def frame_scenario(
     async with GatewayClient(gateway_config(emulator, max(streams, 1))) as client:
         await client_streams(client, "websocket", 1, 8)  # warm: token and one session
         for transport in ("websocket", "sse"):
-            frames, cpu, wall = await measure(repeated(rounds, lambda: client_streams(client, transport, streams, tokens)))
+            frames, cpu, wall = await measure(
+                repeated(rounds, partial(client_streams, client, transport, streams, tokens))
+            )
             b_frames, b_cpu, b_wall = bare[transport]
             reference = b_cpu / b_frames * 1e6
             lines.append(row(f"bare {transport} (parse only)", b_frames, b_cpu, b_wall))
@@ -145,12 +166,15 @@ async def completions_scenario(emulator: EmulatorProcess, completions: int, conc
 
         TOKEN_CACHE.clear()
         async with GatewayClient(gateway_config(emulator, concurrency)) as client:
+
             async def run() -> int:
                 semaphore = asyncio.Semaphore(concurrency)
 
                 async def one() -> int:
                     async with semaphore:
-                        result = await client.complete(client.request(messages=PROMPT, transport=transport, max_tokens=64))
+                        result = await client.complete(
+                            client.request(messages=PROMPT, transport=transport, max_tokens=64)  # noqa: B023 - awaited in this iteration
+                        )
                         return result.usage.completion_tokens
 
                 return sum(await asyncio.gather(*(one() for _ in range(completions))))
@@ -158,7 +182,8 @@ async def completions_scenario(emulator: EmulatorProcess, completions: int, conc
             tokens, cpu, wall = await measure(run)
             counters = emulator.counters()
             lines.append(
-                f"  {transport:<9} {completions / wall:8.1f} completions/s  {cpu / completions * 1e3:6.2f} ms CPU/completion"
+                f"  {transport:<9} {completions / wall:8.1f} completions/s"
+                f"  {cpu / completions * 1e3:6.2f} ms CPU/completion"
                 f"  {tokens} tokens  websocket connections {client.websocket_connections}"
                 f" (emulator: {counters.get('ws_connections')})  token requests {client.token_requests}"
                 f" (emulator: {counters.get('oauth')})"

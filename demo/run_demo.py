@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from datetime import datetime, timedelta, timezone
 import socket
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".demo"
 DAG_ID = "genesys_transcript_enrichment"
 #: Two days back: a whole day that Genesys (and the emulator) report as available.
-LOGICAL_DATE = (datetime.now(timezone.utc).date() - timedelta(days=2)).isoformat()
+LOGICAL_DATE = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
 TABLE = "transcript_insights"
 TRANSCRIPTS = "genesys_transcripts"
 QUERY = "customer wants a refund for a double charge"
@@ -69,7 +69,13 @@ def airflow_env(gateway: str, pg: pgserver.PostgresServer) -> dict[str, str]:
             "requests_per_minute": 6000,
         },
     }
-    postgres = {"conn_type": "postgres", "host": str(info.socket_dir), "port": info.port, "login": "postgres", "schema": "postgres"}
+    postgres = {
+        "conn_type": "postgres",
+        "host": str(info.socket_dir),
+        "port": info.port,
+        "login": "postgres",
+        "schema": "postgres",
+    }
     return {
         **os.environ,
         "AIRFLOW_HOME": str(STATE / "airflow"),
@@ -123,7 +129,7 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
     from airflow_provider_genesys_llm.governance.audit import verify_chain
     from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
-    day_start = datetime.fromisoformat(LOGICAL_DATE).replace(tzinfo=timezone.utc)
+    day_start = datetime.fromisoformat(LOGICAL_DATE).replace(tzinfo=UTC)
     interval = (day_start, day_start + timedelta(days=1))
     with psycopg.connect(conninfo) as conn:
         transcripts = conn.execute(
@@ -134,7 +140,8 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
             f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
             f" percentile_cont(0.95) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float),"
             f" percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'ttft_ms')::float)"
-            f" FROM {TABLE} WHERE source_id IN (SELECT conversation_id || ':' || communication_id || ':' || transcript_id"
+            f" FROM {TABLE} WHERE source_id IN"
+            f" (SELECT conversation_id || ':' || communication_id || ':' || transcript_id"
             f" FROM {TRANSCRIPTS} WHERE conversation_start >= %s AND conversation_start < %s)",
             interval,
         ).fetchone()
@@ -143,9 +150,18 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
     heads = witnessed_heads()
     chain = verify_chain(lambda: psycopg.connect(conninfo), witnesses=heads)
     print(f"\n== {DAG_ID} for {LOGICAL_DATE} ==")
-    print(f"transcripts landed (PII masked): {transcripts}   enriched rows in pgvector table {TABLE}: {rows}   failures: {failures}")
-    print(f"completion requests sent this run: {sent}" + ("" if sent else "   (every transcript was already enriched: nothing re-sent)"))
-    print(f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms, time to first token p50 {ttft or 0:.1f} ms")
+    print(
+        f"transcripts landed (PII masked): {transcripts}   enriched rows in pgvector table {TABLE}: {rows}"
+        f"   failures: {failures}"
+    )
+    print(
+        f"completion requests sent this run: {sent}"
+        + ("" if sent else "   (every transcript was already enriched: nothing re-sent)")
+    )
+    print(
+        f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms,"
+        f" time to first token p50 {ttft or 0:.1f} ms"
+    )
     print(
         f"audit chain: {'OK' if chain.ok else 'BROKEN'} ({chain.rows_checked} records,"
         f" {chain.witnesses_checked} head(s) witnessed in XCom match)" + (f": {chain.problem}" if chain.problem else "")
@@ -165,7 +181,9 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
 
 
 def token(gateway: str) -> str:
-    answer = httpx.post(f"http://{gateway}/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"})
+    answer = httpx.post(
+        f"http://{gateway}/oauth/token", auth=("id", "secret"), data={"grant_type": "client_credentials"}
+    )
     return answer.json()["access_token"]
 
 

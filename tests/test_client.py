@@ -116,7 +116,9 @@ async def test_retry_after_is_honoured_then_succeeds(client, emulator):
 
 
 async def test_retry_after_http_date_and_ratelimit_reset_fallback(client, emulator):
-    emulator.add_fault(endpoint="sse", kind="http_error", status=503, retry_after=formatdate(time.time() + 2, usegmt=True))
+    emulator.add_fault(
+        endpoint="sse", kind="http_error", status=503, retry_after=formatdate(time.time() + 2, usegmt=True)
+    )
     emulator.add_fault(endpoint="sse", kind="http_error", status=429, omit_retry_after=True, ratelimit_reset=1)
     started = time.monotonic()
     result = await client.complete(client.request(messages=USER, transport="sse"))
@@ -342,7 +344,7 @@ async def test_embeddings_are_batched_by_256_and_similar_texts_are_closer(client
     query, near, far = await client.embed(
         ["customer wants a refund for a double charge", "refund the double charge", "router keeps dropping wifi"]
     )
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731
     assert dot(query, near) > dot(query, far)
 
 

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from test_client import USER, make_config
 
 from airflow_provider_genesys_llm.client import (
     AnswerTooLargeError,
@@ -27,7 +28,6 @@ from airflow_provider_genesys_llm.client import (
 )
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
-from test_client import USER, make_config
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane.doe@example.com"
@@ -84,8 +84,14 @@ def assert_no_pii(exc: BaseException) -> None:
 )
 async def test_http_error_text_stays_out_of_messages(emulator, endpoint, status, expected, call):
     emulator.add_fault(
-        endpoint=endpoint, kind="http_error", status=status, count=None, retry_after="0",
-        message=PII_TEXT, code=CARD.replace(" ", ""), headers={"ININ-Correlation-Id": EMAIL},
+        endpoint=endpoint,
+        kind="http_error",
+        status=status,
+        count=None,
+        retry_after="0",
+        message=PII_TEXT,
+        code=CARD.replace(" ", ""),
+        headers={"ININ-Correlation-Id": EMAIL},
     )
     async with GatewayClient(make_config(emulator, max_attempts=2)) as client:
         with pytest.raises(expected) as caught:
@@ -211,8 +217,12 @@ async def thirty_completions(client: GatewayClient, transport: str) -> tuple[lis
 async def test_gateway_down_fails_thirty_completions_fast_with_few_token_requests(transport):
     port = free_port()
     config = GatewayConfig(
-        client_id="emulator-client", client_secret="emulator-secret", api_base_url=f"http://127.0.0.1:{port}",
-        login_base_url=f"http://127.0.0.1:{port}", stream_base_url=f"ws://127.0.0.1:{port}", max_concurrency=32,
+        client_id="emulator-client",
+        client_secret="emulator-secret",
+        api_base_url=f"http://127.0.0.1:{port}",
+        login_base_url=f"http://127.0.0.1:{port}",
+        stream_base_url=f"ws://127.0.0.1:{port}",
+        max_concurrency=32,
     )
     async with GatewayClient(config) as client:
         outcomes, elapsed = await thirty_completions(client, transport)
@@ -315,8 +325,10 @@ async def test_endless_answer_ends_typed_with_flat_memory(emulator, transport, t
             await asyncio.wait_for(client.complete(request, stream=stream), timeout=60)
         elapsed = time.monotonic() - started
         growth = rss_peak() - before
-    print(f"endless answer {transport} token_bytes={token_bytes} stream={stream}: {type(caught.value).__name__} "
-          f"after {elapsed:.2f}s, peak RSS growth {growth / MIB:.1f} MiB")
+    print(
+        f"endless answer {transport} token_bytes={token_bytes} stream={stream}: {type(caught.value).__name__} "
+        f"after {elapsed:.2f}s, peak RSS growth {growth / MIB:.1f} MiB"
+    )
     assert growth < 64 * MIB
     assert caught.value.attempts == 1  # not retried: another attempt would pay again
     assert emulator.counters()["ws_requests" if endpoint == "ws" else "sse"] == 1
@@ -377,9 +389,7 @@ async def test_errors_survive_pickling_with_their_attributes(emulator):
 
     error = GatewayRateLimitError("x answered 429", retry_after=2.0, status_code=429, server_message=PII_TEXT)
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.retry_after, copy.status_code, copy.server_message, str(copy)) == (
-        2.0, 429, PII_TEXT, str(error)
-    )
+    assert (copy.retry_after, copy.status_code, copy.server_message, str(copy)) == (2.0, 429, PII_TEXT, str(error))
     assert isinstance(copy, GatewayError)
 
 

@@ -13,7 +13,12 @@ from airflow_provider_genesys_llm.client import GatewayConfig, resolve_region
     [
         ("mypurecloud.ie", "https://api.mypurecloud.ie", "https://login.mypurecloud.ie", "wss://api.mypurecloud.ie"),
         ("us_west_2", "https://api.usw2.pure.cloud", "https://login.usw2.pure.cloud", "wss://api.usw2.pure.cloud"),
-        ("newregion.pure.cloud", "https://api.newregion.pure.cloud", "https://login.newregion.pure.cloud", "wss://api.newregion.pure.cloud"),
+        (
+            "newregion.pure.cloud",
+            "https://api.newregion.pure.cloud",
+            "https://login.newregion.pure.cloud",
+            "wss://api.newregion.pure.cloud",
+        ),
     ],
 )
 def test_region_gives_api_login_and_stream_hosts(region, api, login, stream):
@@ -22,7 +27,9 @@ def test_region_gives_api_login_and_stream_hosts(region, api, login, stream):
 
 
 def test_explicit_urls_win_over_region():
-    config = GatewayConfig(client_id="id", client_secret="s", region="mypurecloud.com", login_base_url="https://api.mypurecloud.com")
+    config = GatewayConfig(
+        client_id="id", client_secret="s", region="mypurecloud.com", login_base_url="https://api.mypurecloud.com"
+    )
     assert config.login_url == "https://api.mypurecloud.com"
     assert config.api_url == "https://api.mypurecloud.com"
 
@@ -40,15 +47,23 @@ def test_plain_http_only_for_loopback_and_no_opt_out():
         )
     with pytest.raises(ValidationError, match="allow_insecure_http"):  # the old opt-out is gone, and says so
         GatewayConfig(
-            client_id="id", client_secret="s", region="mypurecloud.com",
-            api_base_url="http://gateway.internal", allow_insecure_http=True,
+            client_id="id",
+            client_secret="s",
+            region="mypurecloud.com",
+            api_base_url="http://gateway.internal",
+            allow_insecure_http=True,
         )
     config = GatewayConfig(
-        client_id="id", client_secret="s", api_base_url="http://127.0.0.1:8099/",
-        login_base_url="http://localhost:8099", stream_base_url="ws://[::1]:8099",
+        client_id="id",
+        client_secret="s",
+        api_base_url="http://127.0.0.1:8099/",
+        login_base_url="http://localhost:8099",
+        stream_base_url="ws://[::1]:8099",
     )
     assert (config.api_url, config.login_url, config.stream_url) == (
-        "http://127.0.0.1:8099", "http://localhost:8099", "ws://[::1]:8099"
+        "http://127.0.0.1:8099",
+        "http://localhost:8099",
+        "ws://[::1]:8099",
     )
 
 

@@ -13,14 +13,15 @@ import os
 import sqlite3
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
+from airflow_runner import dags_test
+from test_client import make_config
 
 from airflow_provider_genesys_llm.client import (
     GatewayAuthError,
@@ -32,21 +33,19 @@ from airflow_provider_genesys_llm.client import (
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.retry import retrying
 from airflow_provider_genesys_llm.client.transcripts import JobStatus, TranscriptSource
-from genesys_llm_emulator import EmulatorServer
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
 from airflow_provider_genesys_llm.sensors.conversation_job import GenesysConversationJobSensor
 from airflow_provider_genesys_llm.triggers.conversation_job import (
     ConversationJobWatch,
     GenesysConversationJobTrigger,
 )
-from airflow_runner import dags_test
-from test_client import make_config
+from genesys_llm_emulator import EmulatorServer
 
 CONN_ID = "genesys_llm_default"
 SECRET = "j0b-sensor-secret-41d9"
 CLIENTS = {"id": SECRET}
 #: A whole UTC day that is well inside the emulator's data availability (now minus one hour).
-DAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
 
 
 def connection_json(server: EmulatorServer, *, password: str = SECRET) -> str:
@@ -190,8 +189,12 @@ def test_poke_waits_until_fulfilled_then_counts_every_conversation(gateway):
     summary = result.xcom_value
     expected = asyncio.run(count_by_paging(gateway, job_id))
     assert expected > 1000
-    assert summary == {"job_id": job_id, "state": "FULFILLED", "waited_seconds": summary["waited_seconds"],
-                       "conversations": expected}
+    assert summary == {
+        "job_id": job_id,
+        "state": "FULFILLED",
+        "waited_seconds": summary["waited_seconds"],
+        "conversations": expected,
+    }
     counters = gateway.counters()
     assert counters["job_polls"] == 3
     # The sensor's count took two pages; the reference count (7 a page) took the rest.
@@ -201,13 +204,24 @@ def test_poke_waits_until_fulfilled_then_counts_every_conversation(gateway):
 @pytest.mark.parametrize(
     ("arm", "state", "message"),
     [
-        ({"fault": {"state": "FAILED", "error_message": "Query exceeded the result limit."}}, "FAILED",
-         "Query exceeded the result limit."),
+        (
+            {"fault": {"state": "FAILED", "error_message": "Query exceeded the result limit."}},
+            "FAILED",
+            "Query exceeded the result limit.",
+        ),
         ({"config": {"job_outcome": "EXPIRED"}}, "EXPIRED", "The query results have expired."),
         ({"fault": {"state": "CANCELLED"}}, "CANCELLED", "The query was cancelled."),
         # A malicious or careless gateway quoting a customer: the message is kept, the PII is not.
-        ({"fault": {"state": "FAILED", "error_message": "Row for jane.doe@example.com / 4111 1111 1111 1111 failed."}},
-         "FAILED", "Row for [REDACTED:EMAIL] / [REDACTED:CARD] failed."),
+        (
+            {
+                "fault": {
+                    "state": "FAILED",
+                    "error_message": "Row for jane.doe@example.com / 4111 1111 1111 1111 failed.",
+                }
+            },
+            "FAILED",
+            "Row for [REDACTED:EMAIL] / [REDACTED:CARD] failed.",
+        ),
     ],
 )
 def test_a_job_that_ends_without_results_fails_naming_the_state_and_error_message(gateway, arm, state, message):
@@ -300,7 +314,11 @@ def test_deferrable_execute_defers_with_a_wall_clock_deadline_and_no_call(gatewa
 
 def test_trigger_serialization_round_trips_without_credentials(gateway):
     trigger = GenesysConversationJobTrigger(
-        genesys_llm_conn_id=CONN_ID, job_id="3f1e-job", deadline=time.time() + 60, poll_interval=1, max_poll_interval=8,
+        genesys_llm_conn_id=CONN_ID,
+        job_id="3f1e-job",
+        deadline=time.time() + 60,
+        poll_interval=1,
+        max_poll_interval=8,
     )
     classpath, kwargs = trigger.serialize()
     rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
@@ -308,7 +326,12 @@ def test_trigger_serialization_round_trips_without_credentials(gateway):
     text = json.dumps(kwargs)
     assert SECRET not in text and "password" not in text and "login" not in text and "token" not in text
     assert set(kwargs) == {
-        "genesys_llm_conn_id", "job_id", "deadline", "poll_interval", "max_poll_interval", "started_at",
+        "genesys_llm_conn_id",
+        "job_id",
+        "deadline",
+        "poll_interval",
+        "max_poll_interval",
+        "started_at",
     }
 
 
@@ -341,8 +364,14 @@ def test_the_watch_is_pure_and_judges_every_state():
 
 
 async def run_trigger(job_id: str, **kwargs) -> list:
-    settings = {"genesys_llm_conn_id": CONN_ID, "job_id": job_id, "poll_interval": 0.1, "max_poll_interval": 0.1,
-                "deadline": time.time() + 10, **kwargs}
+    settings = {
+        "genesys_llm_conn_id": CONN_ID,
+        "job_id": job_id,
+        "poll_interval": 0.1,
+        "max_poll_interval": 0.1,
+        "deadline": time.time() + 10,
+        **kwargs,
+    }
     return [event async for event in GenesysConversationJobTrigger(**settings).run()]
 
 

@@ -354,7 +354,7 @@ def test_embeddings_are_unit_vectors_and_similar_texts_are_closer(
     assert all(len(vector) == 384 and math.isclose(math.hypot(*vector), 1.0, abs_tol=1e-5) for vector in vectors)
 
     def cosine(a: list[float], b: list[float]) -> float:
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
     again = http.post(EMBEDDINGS_PATH, json={"model": "genesys-embed-v1", "input": texts[:1]}, headers=bearer(token))
@@ -718,8 +718,17 @@ def test_token_delay_paces_the_stream(emulator: EmulatorServer, http: httpx.Clie
 
 def test_command_line_server_prints_its_url_and_stops_on_sigint() -> None:
     command = [
-        sys.executable, "-m", "genesys_llm_emulator", "--port", "0", "--status", "degraded",
-        "--client", "cli:pw", "--fault", '{"endpoint": "status", "kind": "http_error", "status": 503}',
+        sys.executable,
+        "-m",
+        "genesys_llm_emulator",
+        "--port",
+        "0",
+        "--status",
+        "degraded",
+        "--client",
+        "cli:pw",
+        "--fault",
+        '{"endpoint": "status", "kind": "http_error", "status": 503}',
     ]
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "emulator")}  # the emulator alone
     with subprocess.Popen(

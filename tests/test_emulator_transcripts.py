@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -247,9 +247,10 @@ def test_conversation_records_have_the_section_9_shape(http: httpx.Client, auth:
                 assert isinstance(session["recording"], bool)
         agent = next(p for p in conversation["participants"] if p["purpose"] == "agent")
         assert agent["userId"] and agent["sessions"][0]["recording"] == customer_session(conversation)["recording"]
-    assert any(not customer_session(conversation)["recording"] for conversation in run_job(
-        http, auth, "2025-03-01T00:00:00Z/2025-03-08T00:00:00Z"
-    ))  # some calls were not recorded
+    assert any(
+        not customer_session(conversation)["recording"]
+        for conversation in run_job(http, auth, "2025-03-01T00:00:00Z/2025-03-08T00:00:00Z")
+    )  # some calls were not recorded
 
 
 def test_same_interval_gives_the_same_conversations(http: httpx.Client, auth: dict[str, str]) -> None:
@@ -280,7 +281,7 @@ def test_start_of_day_interval_matching_and_overlap(http: httpx.Client, auth: di
     crossing = [c for c in week if c["conversationStart"][:10] != c["conversationEnd"][:10]]
     assert crossing, "the synthetic data has evening calls running past midnight UTC"
     call = crossing[0]
-    start_day = datetime.fromisoformat(call["conversationStart"][:10]).replace(tzinfo=timezone.utc)
+    start_day = datetime.fromisoformat(call["conversationStart"][:10]).replace(tzinfo=UTC)
 
     def day_interval(day: datetime) -> str:
         return f"{day:%Y-%m-%d}T00:00:00Z/{day + timedelta(days=1):%Y-%m-%d}T00:00:00Z"
@@ -347,7 +348,7 @@ def test_availability_defaults_to_an_hour_ago(http: httpx.Client, auth: dict[str
     value = response.json()["dataAvailabilityDate"]
     assert ISO_MS.fullmatch(value) and value.endswith(":00.000Z")  # truncated to the minute
     available = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    expected = datetime.now(timezone.utc) - timedelta(hours=1)
+    expected = datetime.now(UTC) - timedelta(hours=1)
     assert timedelta(0) <= expected - available <= timedelta(seconds=65)
 
 
@@ -564,7 +565,7 @@ def test_contact_center_config_is_patched_validated_and_reset(emulator: Emulator
     }
     assert set(values) == ContactCenterConfig.field_names()
     assert http.post("/_emulator/config", json=values).json() == {"updated": sorted(values)}
-    assert emulator.state.contact_center.data_availability_date == datetime(2025, 3, 4, 16, tzinfo=timezone.utc)
+    assert emulator.state.contact_center.data_availability_date == datetime(2025, 3, 4, 16, tzinfo=UTC)
     assert emulator.state.contact_center.conversations_per_day == 5
     for bad in (
         {"pii_ratio": 1.5},

@@ -18,16 +18,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_genesys_llm.client import GatewayAuthError, GatewayPermissionError, GatewayStatus
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
-from genesys_llm_emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_genesys_llm.sensors import GenesysLLMGatewaySensor
 from airflow_provider_genesys_llm.triggers import GatewayReadiness, GenesysLLMGatewayTrigger
+from genesys_llm_emulator import EmulatorConfig, EmulatorServer
 
 CONN_ID = "genesys_llm_default"
 SECRET = "s3nsor-secret-7f2c"
@@ -176,8 +175,15 @@ def test_arguments_are_validated_when_the_dag_is_parsed():
 
 def test_deferrable_execute_defers_with_a_wall_clock_deadline(gateway):
     sensor = GenesysLLMGatewaySensor(
-        task_id="wait", deferrable=True, timeout=120, poke_interval=2, exponential_backoff=True, max_wait=30,
-        accept_degraded=True, min_remaining_requests=3, probe=True,
+        task_id="wait",
+        deferrable=True,
+        timeout=120,
+        poke_interval=2,
+        exponential_backoff=True,
+        max_wait=30,
+        accept_degraded=True,
+        min_remaining_requests=3,
+        probe=True,
     )
     before = time.time()
     with pytest.raises(TaskDeferred) as caught:
@@ -194,8 +200,15 @@ def test_deferrable_execute_defers_with_a_wall_clock_deadline(gateway):
 
 def test_trigger_serialization_round_trips_without_credentials(gateway):
     trigger = GenesysLLMGatewayTrigger(
-        genesys_llm_conn_id=CONN_ID, deadline=time.time() + 60, accept_degraded=True, min_remaining_requests=2,
-        poll_interval=1, max_poll_interval=8, probe=True, probe_prompt="Say OK.", probe_max_tokens=4,
+        genesys_llm_conn_id=CONN_ID,
+        deadline=time.time() + 60,
+        accept_degraded=True,
+        min_remaining_requests=2,
+        poll_interval=1,
+        max_poll_interval=8,
+        probe=True,
+        probe_prompt="Say OK.",
+        probe_max_tokens=4,
     )
     classpath, kwargs = trigger.serialize()
     # The same path a real deferral takes: serde-encoded kwargs, then the class imported by name.
@@ -332,10 +345,7 @@ class DagRunResult:
                 )
             }
         # `dags test` runs one task at a time, trigger included: each task's log is one section.
-        self.logs = {
-            section.split(" ", 1)[0]: section
-            for section in output.split("[DAG TEST] starting task_id=")[1:]
-        }
+        self.logs = {section.split(" ", 1)[0]: section for section in output.split("[DAG TEST] starting task_id=")[1:]}
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +363,10 @@ def dag_run(sensor_dag_env, emulator_server) -> DagRunResult:
         }
         done = subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "test", DAG_ID],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     emulator_server.reset()
     return DagRunResult(done.returncode, done.stdout + done.stderr, Path(sensor_dag_env["AIRFLOW_HOME"]))

@@ -313,7 +313,9 @@ def test_rows_awaiting_their_embedding_are_kept_completed_and_never_searched(
     assert store.upsert(paid) == 0  # stored already: nothing rewritten
 
     assert store.awaiting_embedding(["p0", "p1", "p2", "r0", "missing"]) == {
-        "p0": "paid answer 0", "p1": "paid answer 1", "p2": "paid answer 2"
+        "p0": "paid answer 0",
+        "p1": "paid answer 1",
+        "p2": "paid answer 2",
     }
     assert store.existing_ids(["p0", "r0"]) == {"p0", "r0"}
     assert {m.id for m in store.similarity_search([1.0, 0.0, 0.5], k=10)} == {"r0", "r1"}

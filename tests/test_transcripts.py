@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_client import make_config
 
 from airflow_provider_genesys_llm.batch.landing import land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient, RequestValidationError
 from airflow_provider_genesys_llm.client.transcripts import PresignedUrlRefused, TranscriptSource
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
 from airflow_provider_genesys_llm.sinks.transcripts import TranscriptStore
-from test_client import make_config
 
-DAY = datetime(2026, 11, 2, tzinfo=timezone.utc)
+DAY = datetime(2026, 11, 2, tzinfo=UTC)
 CARD = re.compile(r"\b\d{4}[ -]\d{4}[ -]\d{4}[ -]\d{1,4}\b")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 

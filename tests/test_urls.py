@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from test_client import USER, make_config
 
 from airflow_provider_genesys_llm.client import (
     DownloadUrlRefusedError,
@@ -17,7 +18,6 @@ from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
 from airflow_provider_genesys_llm.client.urls import download_url_problem
 from genesys_llm_emulator import EmulatorServer
-from test_client import USER, make_config
 
 REGION = dict(client_id="id", client_secret="s", region="mypurecloud.com")
 

@@ -134,7 +134,11 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
                 self.log.info("no analytics data is available for this interval yet; nothing landed")
                 return {"job_id": None, "conversations": 0, "transcripts": 0, "rows_written": 0}
             stats = await land_transcripts(
-                source, job_id, store, masker=PiiMasker() if self.mask_pii else None, concurrency=self.concurrency,
+                source,
+                job_id,
+                store,
+                masker=PiiMasker() if self.mask_pii else None,
+                concurrency=self.concurrency,
                 tombstones=tombstones,
             )
         finally:
