@@ -167,15 +167,6 @@ class ChatCompletion(BaseModel):
 # --- REST (sections 3, 6, 7) --------------------------------------------------------------
 
 
-class PlatformErrorBody(BaseModel):
-    """The platform error body; only the fields we act on are required to parse."""
-
-    message: str = ""
-    code: str = ""
-    status: int | None = None
-    contextId: str | None = None
-
-
 class Embedding(BaseModel):
     index: int
     embedding: list[float]
