@@ -13,7 +13,8 @@ $(VENV)/.installed: pyproject.toml emulator/pyproject.toml requirements/constrai
 	$(VENV)/bin/uv pip install --python $(PY) --quiet -c requirements/constraints.txt -e ".[postgres,emulator,test,lint]" -e "./emulator[test]"
 	touch $@
 
-test: $(VENV)/.installed chromium
+# The gates first (format, lint, types: seconds), then every test.
+test: $(VENV)/.installed chromium lint
 	$(PY) -m pytest -q --durations=15
 
 # Everything but the tests that start real Airflow processes or a browser: the inner loop.
@@ -37,7 +38,6 @@ demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py
 
 # Formatting, lint and type checks; settings in pyproject.toml ([tool.ruff], [tool.mypy]).
-# Not yet part of `test`: the current code has findings to fix first.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .

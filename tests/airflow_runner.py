@@ -13,12 +13,23 @@ from batch_items import TEST_ID_KEY_TEXT
 
 def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> dict[str, str]:
     genesys = {
-        "conn_type": "genesys_llm", "login": "id", "password": "secret",
-        "extra": {"api_base_url": emulator.base_url, "login_base_url": emulator.base_url,
-                  "stream_base_url": emulator.ws_url, "requests_per_minute": 60000},
+        "conn_type": "genesys_llm",
+        "login": "id",
+        "password": "secret",
+        "extra": {
+            "api_base_url": emulator.base_url,
+            "login_base_url": emulator.base_url,
+            "stream_base_url": emulator.ws_url,
+            "requests_per_minute": 60000,
+        },
     }
-    postgres = {"conn_type": "postgres", "host": pg_server.socket_dir, "port": pg_server.port,
-                "login": pg_server.user, "schema": pg_server.dbname}
+    postgres = {
+        "conn_type": "postgres",
+        "host": pg_server.socket_dir,
+        "port": pg_server.port,
+        "login": pg_server.user,
+        "schema": pg_server.dbname,
+    }
     return {
         **os.environ,
         "AIRFLOW_HOME": str(airflow_home),
@@ -34,7 +45,8 @@ def airflow_env(airflow_home: Path, dags_folder: Path, emulator, pg_server) -> d
 def dags_test(env: dict[str, str], dag_id: str, date: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", dag_id, date],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-
-

@@ -57,7 +57,9 @@ def airflow_home(tmp_path_factory) -> Path:
     done = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return home
