@@ -50,7 +50,10 @@ class FleetSettings:
     worker_concurrency: int = 3
     quota: int = 8  # the emulator's org_max_concurrent_streams
     pool_slots: int = 6  # Airflow pool genesys_llm_gateway: mapped enrich tasks running at once
-    conversations_per_day: int = 6
+    conversations_per_day: int = 10
+    #: The connection's per-process `max_concurrency`: today's only limit, so W workers running T
+    #: enrich tasks each send up to W x T x this many streams into the organisation's quota.
+    client_concurrency: int = 4
     token_delay: float = 0.05  # seconds per streamed token: ~1.2 s a completion
     completion_tokens: int = 24
     #: Extra fields of the Genesys connection (e.g. `{"coordination": {...}}`); the caller passes
@@ -315,7 +318,7 @@ class Fleet:
                 "login_base_url": self.emulator_url,
                 "stream_base_url": self.emulator_url.replace("http://", "ws://"),
                 "requests_per_minute": 60000,
-                "max_concurrency": s.quota,
+                "max_concurrency": s.client_concurrency,
                 **s.gateway_extras,
             },
         }
@@ -450,6 +453,10 @@ class Fleet:
 
     def configure_emulator(self, **fields: Any) -> None:
         httpx.post(self.emulator_url + "/_emulator/config", json=fields, timeout=30).raise_for_status()
+
+    def add_fault(self, **rule: Any) -> None:
+        """Arm an emulator fault rule (`emulator/faults.py`), e.g. a stalled completion."""
+        httpx.post(self.emulator_url + "/_emulator/faults", json=rule, timeout=30).raise_for_status()
 
     def counters(self) -> dict[str, Any]:
         answer = httpx.get(self.emulator_url + "/_emulator/counters", timeout=30)

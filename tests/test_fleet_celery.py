@@ -27,26 +27,27 @@ CONF = {"start": "2026-10-01", "end": "2026-10-31"}  # 30 days
 NIGHTLY_DATE = "2026-12-02T00:00:00Z"  # a later day than the backfill's: its own transcripts
 QUOTA = 8
 RUN_TIMEOUT = 600.0
+STALL_S = 45.0  # the stalled completion's wait for its first token
+STALL_AFTER = 60  # completions before the stalled one (of ~300)
 
 
-def enriching_worker(fleet: Fleet, run_id: str, min_seconds: float) -> int | None:
-    """The worker whose task process runs an `enrich_day` task that started at least
-    ``min_seconds`` ago (so it has paid for completions it has not stored yet); None if none does.
+def oldest_enriching_worker(fleet: Fleet, run_id: str, min_seconds: float) -> int | None:
+    """The worker running the oldest `enrich_day` task, if that task started at least
+    ``min_seconds`` ago; None otherwise.
 
     The Celery pool process running a task is titled `airflow supervisor: <task instance id>` (its
-    task process `airflow worker -- <id>`); their process group is the worker's (each worker runs
-    in a session of its own)."""
-    now = time.time()
-    ids = [
-        ti["id"]
+    task process `airflow worker -- <id>`); both are in the worker's process group (each worker
+    runs in a session of its own)."""
+    enriching = sorted(
+        (datetime.fromisoformat(ti["start_date"]).timestamp(), ti["id"])
         for ti in fleet.task_instances(BACKFILL, run_id)
-        if ti["task_id"] == "enrich_day"
-        and ti["state"] == "running"
-        and ti["start_date"]
-        and now - datetime.fromisoformat(ti["start_date"]).timestamp() >= min_seconds
-    ]
+        if ti["task_id"] == "enrich_day" and ti["state"] == "running" and ti["start_date"]
+    )
+    if not enriching or time.time() - enriching[0][0] < min_seconds:
+        return None
+    oldest = enriching[0][1]
     table = subprocess.run(["ps", "-e", "-o", "pgid=,args="], capture_output=True, text=True, timeout=30).stdout
-    groups = {int(line.split(None, 1)[0]) for line in table.splitlines() if any(i in line for i in ids)}
+    groups = {int(line.split(None, 1)[0]) for line in table.splitlines() if oldest in line}
     for index in range(1, fleet.settings.workers + 1):
         service = fleet.services[f"worker{index}"]
         if service.alive() and service.process.pid in groups:
@@ -71,10 +72,15 @@ def test_backfill_on_celery_fleet_with_killed_worker_keeps_fleet_promises():
     with Fleet(FleetSettings(quota=QUOTA, gateway_extras=coordination_extras(QUOTA))) as fleet:
         backfill = fleet.trigger(BACKFILL, conf=CONF)
 
-        # SIGKILL (with its task processes) a worker that has been enriching a day for a few seconds:
-        # it has paid for completions it has not stored. Celery and Airflow must recover its work.
+        # Mid-run, one completion stalls before its first token (STALL_S): the task waiting for it
+        # has paid for the rest of its day, which it stores only at its end. SIGKILL its worker then
+        # (with its task processes); Celery and Airflow must hand that day to another worker.
+        fleet.add_fault(endpoint="ws", kind="slow_first_token", delay=STALL_S, skip=STALL_AFTER, count=1)
         wait = fleet.settings.start_timeout
-        victim = wait_until("a worker enriching a day", lambda: enriching_worker(fleet, backfill, 3), wait, 0.5)
+        wait_until("the stall began", lambda: fleet.counters()["faults_fired"] >= 1, wait, 0.5)
+        victim = wait_until(
+            "its worker found", lambda: oldest_enriching_worker(fleet, backfill, STALL_S / 2), STALL_S, 0.5
+        )
         fleet.kill_worker(victim)
         killed_at = time.monotonic()
         # The nightly run starts during the backfill, as a nightly schedule would. (After the kill:
