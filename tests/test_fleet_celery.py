@@ -5,7 +5,7 @@ and one organisation quota of 8 concurrent streams at the emulator.
 The fleet promises (one row per transcript, nothing paid twice, the quota never exceeded, at
 most 1% refusals, interactive work served first, an intact audit chain) are asserted against
 what the emulator counted and what Postgres holds, never against what the tasks say of
-themselves. Run alone with `make test-fleet` (~5 min on 2 cores); `make test-fast` leaves it out.
+themselves. Run alone with `make test-fleet` (~3 min on 2 cores); `make test-fast` leaves it out.
 """
 
 from __future__ import annotations
