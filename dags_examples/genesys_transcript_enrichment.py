@@ -82,5 +82,8 @@ with DAG(
         embed="json:summary",
         max_failed_ratio=0.02,
         pool=GATEWAY_POOL,
+        # With fleet coordination on the connection, the nightly run is served before backfills.
+        priority="interactive",
+        retries=2,
     )
     wait_for_job >> land >> gateway_ready >> enrich
