@@ -99,8 +99,9 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float, interva
 
 
 def child_env() -> dict[str, str]:
-    """The environment for every child: the project importable and bytecode cached (PITFALLS:
-    with PYTHONDONTWRITEBYTECODE set, each `airflow` process recompiles Airflow, ~15 s)."""
+    """The environment for every child: the project importable and bytecode cached (with
+    PYTHONDONTWRITEBYTECODE set, each `airflow` process recompiles Airflow, ~15 s: see
+    docs/operations.md#airflow-recompiles-itself-when-bytecode-writing-is-off)."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / ".pytest_cache" / "bytecode"))
