@@ -40,3 +40,11 @@ class ConversationJobTimeoutError(GenesysLLMTaskError):
 class TranscriptDownloadError(GenesysLLMTaskError):
     """Some transcripts could not be downloaded; everything else is stored, and a retry re-lands
     the interval idempotently (transient)."""
+
+
+class OutputValidationFailedError(GenesysLLMTaskError):
+    """The answer stayed invalid under ``output_schema`` after ``output_retries`` re-asks.
+
+    Not transient: every answer was paid for, and a retry of the task would pay for all of them
+    again for the same prompt; change the prompt or the schema (or raise ``output_retries``).
+    """

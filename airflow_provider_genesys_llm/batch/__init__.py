@@ -5,6 +5,7 @@ the item readers); the operators and scripts use these, and the modules hold the
 """
 
 from .items import InvalidItem, iter_jsonl, iter_query
+from .output_schema import OutputSchema, OutputSchemaError
 from .runner import (
     BATCH_FATAL_ERRORS,
     BatchRunner,
@@ -24,6 +25,8 @@ __all__ = [
     "BatchTimeoutError",
     "Embedder",
     "InvalidItem",
+    "OutputSchema",
+    "OutputSchemaError",
     "ResultSink",
     "RunContext",
     "iter_jsonl",

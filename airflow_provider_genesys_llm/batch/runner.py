@@ -49,9 +49,14 @@ from ..governance.policy import Governance, GovernedOutput
 from ..sinks.pgvector import FailureRow, ResultRow
 from .fleet import BudgetDeferred, FleetControls
 from .items import InvalidItem, PlannedCompletion, check_items_source, plan_item
+from .output_schema import OutputSchema
+from .reask import DEFAULT_OUTPUT_RETRIES, OutputConversation, check_output_retries
 from .stats import BatchStats
 
 log = logging.getLogger(__name__)
+
+#: ``error_class`` of an item whose answer stayed invalid under the output schema (failures, audit).
+OUTPUT_VALIDATION_ERROR = "OutputValidationError"
 
 #: A surrogate code point: never valid in text that UTF-8 (and so Postgres) can hold.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -129,6 +134,10 @@ class BatchSettings:
     embed_timeout_seconds: float = 300.0
     #: How long stopped workers get to finish cancelling before the batch gives up on them.
     cancel_grace_seconds: float = 10.0
+    #: Answers must be JSON objects valid under this schema; stored in the row's ``output`` jsonb.
+    output_schema: OutputSchema | None = None
+    #: Re-asks of an invalid answer (each a paid completion) before the item is a failure.
+    output_retries: int = DEFAULT_OUTPUT_RETRIES
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.chunk_size < 1 or self.window < 1:
@@ -137,6 +146,9 @@ class BatchSettings:
             raise ValueError(f"embed must be 'completion', 'source' or 'json:<field>', got {self.embed!r}")
         if min(self.sink_timeout_seconds, self.embed_timeout_seconds, self.cancel_grace_seconds) <= 0:
             raise ValueError("sink_timeout_seconds, embed_timeout_seconds and cancel_grace_seconds must be positive")
+        check_output_retries(self.output_retries)
+        if self.output_schema is not None and self.embed.startswith("json:"):
+            self.output_schema.require_field(self.embed[5:], f"embed={self.embed!r}")
 
 
 def _windows(items: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]]:
@@ -181,7 +193,8 @@ class BatchRunner:
         #: Result ids left unsent by a budget; their claims are given back at the next flush.
         self._deferred: list[str] = []
         self._audits: list[AuditRecord] = []
-        self._results: list[tuple[PlannedCompletion, CompletionResult, GovernedOutput]] = []
+        #: Paid completions to store: the item, its result, the governed answer, the validated output.
+        self._results: list[tuple[PlannedCompletion, CompletionResult, GovernedOutput, dict[str, Any] | None]] = []
         self._failures: list[FailureRow] = []
         #: (id, embedding text) of rows an earlier attempt stored awaiting their embedding.
         self._resumed: list[tuple[str, str]] = []
@@ -290,7 +303,8 @@ class BatchRunner:
                 awaiting = await self._in_sink_thread(self._sink.awaiting_embedding, existing)
                 for position, p in planned:
                     if p.result_id in awaiting:
-                        self._resumed.append((p.result_id, self._embedding_text(p, awaiting[p.result_id])[0]))
+                        text = awaiting[p.result_id]
+                        self._resumed.append((p.result_id, self._embedding_text(p, text, self._checked(text))[0]))
                         self.stats.embedded_earlier += 1
                         self.stats.awaiting_embedding += 1
                     elif p.result_id in existing:
@@ -356,16 +370,64 @@ class BatchRunner:
         return max(len(self._results), len(self._failures), len(self._resumed)) >= self._settings.chunk_size
 
     async def _complete(self, planned: PlannedCompletion) -> None:
-        """One item: mask the prompt, complete, govern the output; a gateway or policy failure stays
-        with the item unless it is one of ``BATCH_FATAL_ERRORS``."""
-        request, prompt_counts = self._governance.mask_request(planned.request)
+        """One item: mask the prompt, complete, govern the output and, with an output schema, re-ask
+        an invalid answer at most ``output_retries`` times. Every answer is a paid completion, counted
+        and audited; a gateway or policy failure stays with the item unless it is one of
+        ``BATCH_FATAL_ERRORS``, an answer still invalid after the re-asks is the item's failure."""
+        schema = self._settings.output_schema
+        conversation = OutputConversation(schema, self._settings.output_retries, planned.request) if schema else None
+        request = planned.request
+        while True:
+            paid = await self._ask(planned, request)
+            if paid is None:
+                return
+            sent, result, governed, prompt_counts, cost = paid
+            self._account(result, prompt_counts, governed)
+            self.stats.note_cost(cost, self._fleet.currency)
+            reask = conversation.reasks if conversation else 0
+            verdict = conversation.judge(governed.text) if conversation else None
+            valid = verdict is None or verdict.output is not None
+            self._audit_record(
+                planned,
+                sent,
+                result=result,
+                status="success" if valid else "failed",
+                error_class=None if valid else OUTPUT_VALIDATION_ERROR,
+                masking=_merge(prompt_counts, governed.masking_counts),
+                filters=governed.filters_applied,
+                cost=cost,
+                output_check=None if verdict is None else ("valid" if valid else "invalid"),
+                reask=reask,
+            )
+            if self._observer is not None:
+                self._observer.succeeded(result)
+            if verdict is None or verdict.output is not None:
+                self.stats.succeeded += 1
+                self.stats.output_valid += verdict is not None
+                self._results.append((planned, result, governed, verdict.output if verdict else None))
+                return
+            if verdict.reask is None:
+                assert verdict.reason is not None and conversation is not None
+                self.stats.output_invalid += 1
+                message = f"answer still invalid after {conversation.reasks} re-ask(s): {verdict.reason}"
+                self._fail_item(planned, OUTPUT_VALIDATION_ERROR, self._masked(message), conversation.reasks + 1)
+                return
+            self.stats.output_reasked += 1
+            request = verdict.reask
+
+    async def _ask(
+        self, planned: PlannedCompletion, request: CompletionRequest
+    ) -> tuple[CompletionRequest, CompletionResult, GovernedOutput, dict[str, int], Decimal | None] | None:
+        """One paid completion of ``request``, masked and governed; None when it was deferred by a
+        budget or failed (recorded as the item's failure)."""
+        sent, prompt_counts = self._governance.mask_request(request)
         try:
-            result, cost = await self._fleet.complete(request, self._client.complete)
+            result, cost = await self._fleet.complete(sent, self._client.complete)
             governed = self._governance.govern_output(result.text)
         except BudgetDeferred:
             self.stats.deferred_by_budget += 1
             self._deferred.append(planned.result_id)
-            return
+            return None
         except BATCH_FATAL_ERRORS:
             raise
         except (GatewayError, PiiDetectedError) as exc:
@@ -375,22 +437,9 @@ class BatchRunner:
                 attempts = 1
                 for kind, found in exc.counts.items():
                     counts[kind] = counts.get(kind, 0) + found
-            self._record_failure(planned, request, type(exc).__name__, self._failure_message(exc), attempts, counts)
-            return
-        self._account(result, prompt_counts, governed)
-        self.stats.note_cost(cost, self._fleet.currency)
-        self._results.append((planned, result, governed))
-        self._audit_record(
-            planned,
-            request,
-            result=result,
-            status="success",
-            masking=_merge(prompt_counts, governed.masking_counts),
-            filters=governed.filters_applied,
-            cost=cost,
-        )
-        if self._observer is not None:
-            self._observer.succeeded(result)
+            self._record_failure(planned, sent, type(exc).__name__, self._failure_message(exc), attempts, counts)
+            return None
+        return sent, result, governed, prompt_counts, cost
 
     def _record_failure(
         self,
@@ -401,15 +450,19 @@ class BatchRunner:
         attempts: int,
         masking: dict[str, int],
     ) -> None:
-        self.stats.failed += 1
         self.stats.attempts += attempts
-        self.stats.note_failure(self._masked(planned.source_id))
-        self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
+        self._fail_item(planned, error_class, message, attempts)
         self._audit_record(
             planned, request, status="failed", error_class=error_class, attempts=attempts, masking=masking
         )
         if self._observer is not None:
             self._observer.failed(request.model, request.transport, error_class, attempts)
+
+    def _fail_item(self, planned: PlannedCompletion, error_class: str, message: str, attempts: int) -> None:
+        """The item's failure row; ``message`` is already masked."""
+        self.stats.failed += 1
+        self.stats.note_failure(self._masked(planned.source_id))
+        self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
 
     def _audit_record(
         self,
@@ -423,6 +476,8 @@ class BatchRunner:
         masking: dict[str, int] | None = None,
         filters: tuple[str, ...] = (),
         cost: Decimal | None = None,
+        output_check: str | None = None,
+        reask: int = 0,
     ) -> None:
         record = completion_audit_record(
             request,
@@ -434,6 +489,8 @@ class BatchRunner:
             attempts=attempts,
             masking=masking,
             filters=filters,
+            output_check=output_check,
+            reask=reask,
         )
         if cost is not None and self._fleet.currency is not None:
             record = record.model_copy(update={"cost": Cost(amount=cost, currency=self._fleet.currency)})
@@ -445,7 +502,6 @@ class BatchRunner:
     def _account(self, result: CompletionResult, prompt_counts: dict[str, int], governed: GovernedOutput) -> None:
         stats = self.stats
         stats.note_masking(prompt_counts, governed.masking_counts, governed.filters_applied)
-        stats.succeeded += 1
         stats.attempts += result.attempts
         stats.prompt_tokens += result.usage.prompt_tokens
         stats.completion_tokens += result.usage.completion_tokens
@@ -461,9 +517,9 @@ class BatchRunner:
         audits, self._audits = self._audits, []
         to_embed, self._resumed = self._resumed, []
         rows = []
-        for planned, result, governed in results:
-            text, fallback = self._embedding_text(planned, governed.text)
-            rows.append(self._result_row(planned, result, governed, fallback))
+        for planned, result, governed, output in results:
+            text, fallback = self._embedding_text(planned, governed.text, output)
+            rows.append(self._result_row(planned, result, governed, fallback, output))
             to_embed.append((planned.result_id, text))
         return rows, failures, audits, to_embed
 
@@ -542,15 +598,24 @@ class BatchRunner:
         lost = await self._fleet.finish_claims([row.id for row in rows], [f.id for f in failures] + deferred)
         self.stats.claims_lost += len(lost)
 
-    def _embedding_text(self, planned: PlannedCompletion, answer: str) -> tuple[str, str | None]:
-        """The text to embed and, when ``json:<field>`` fell back to the whole answer, why."""
+    def _checked(self, answer: str) -> dict[str, Any] | None:
+        """The validated output of a stored answer (resumed rows), None without a schema."""
+        schema = self._settings.output_schema
+        return schema.check(answer).output if schema is not None else None
+
+    def _embedding_text(
+        self, planned: PlannedCompletion, answer: str, output: dict[str, Any] | None = None
+    ) -> tuple[str, str | None]:
+        """The text to embed and, when ``json:<field>`` fell back to the whole answer, why.
+
+        With an output schema the field comes from the validated output (a fenced answer included)."""
         choice = self._settings.embed
         if choice == "source":
             return self._governance.mask_text(planned.source_text)[0], None
         if not choice.startswith("json:"):
             return answer, None
         try:
-            document = json.loads(answer)
+            document = output if output is not None else json.loads(answer)
         except (ValueError, RecursionError):
             return self._fallback(answer, "answer is not JSON")
         if not isinstance(document, dict) or choice[5:] not in document:
@@ -564,7 +629,12 @@ class BatchRunner:
         return answer, reason
 
     def _result_row(
-        self, planned: PlannedCompletion, result: CompletionResult, governed: GovernedOutput, fallback: str | None
+        self,
+        planned: PlannedCompletion,
+        result: CompletionResult,
+        governed: GovernedOutput,
+        fallback: str | None,
+        output: dict[str, Any] | None,
     ) -> ResultRow:
         """The row of a paid completion, stored awaiting its embedding."""
         return ResultRow(
@@ -595,6 +665,7 @@ class BatchRunner:
                 "filters_applied": list(governed.filters_applied),
                 **({"embedding_fallback": fallback} if fallback else {}),
             },
+            output=output,
         )
 
     def _note_invalid(self, invalid: InvalidItem, position: int) -> None:

@@ -82,6 +82,11 @@ class BatchStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_fallbacks: int = 0
+    #: With an output schema: completions stored with a valid output, re-asks sent (each paid and
+    #: counted in the tokens), and items whose answer stayed invalid (also counted in ``failed``).
+    output_valid: int = 0
+    output_reasked: int = 0
+    output_invalid: int = 0
     items_done: int = 0
     failed_ids: list[str] = field(default_factory=list)
     invalid_reasons: Counter[str] = field(default_factory=Counter)
@@ -161,6 +166,9 @@ class BatchStats:
                 "skipped_claimed": self.skipped_claimed,
                 "deferred_by_budget": self.deferred_by_budget,
                 "claims_lost": self.claims_lost,
+                "output_valid": self.output_valid,
+                "output_reasked": self.output_reasked,
+                "output_invalid": self.output_invalid,
             },
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),

@@ -84,12 +84,17 @@ def completion_audit_record(
     attempts: int | None = None,
     masking: Mapping[str, int] | None = None,
     filters: tuple[str, ...] = (),
+    output_check: str | None = None,
+    reask: int = 0,
 ) -> AuditRecord:
     """The ``kind="completion"`` record of ``request`` (as sent) and how it ended.
 
     ``context`` holds the run's ids (dag, task, run, map index, try, owner, connection). The
-    prompt is represented only by its keyed fingerprint.
+    prompt is represented only by its keyed fingerprint. With an output schema, ``output_check``
+    (``"valid"`` or ``"invalid"``, the answer's validation) and ``reask`` (0 for the first ask,
+    n for the n-th re-ask) go into ``parameters``: scalars the chain already hashes and stores.
     """
+    checked = {"output_check": output_check, "output_reask": reask} if output_check else {}
     return AuditRecord(
         kind="completion",
         status=status,
@@ -102,6 +107,7 @@ def completion_audit_record(
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "transport": request.transport,
+            **checked,
         },
         usage=TokenUsage(**result.usage.model_dump()) if result else None,
         timings=Timings(

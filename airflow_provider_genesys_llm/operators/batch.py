@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from ..batch.fleet import FleetControls
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.plan import plan_batch
+from ..batch.reask import DEFAULT_OUTPUT_RETRIES, check_output_retries
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
 from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, record_context, task_audit_record
 from ..client import GatewayClient, GatewayConfig
@@ -30,7 +31,6 @@ from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, Cost
 from ..governance.filters import OutputFilter
 from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy
-from ..governance.policy import Governance
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from ..hooks.postgres import airflow_conninfo, pgvector_store_from_airflow
@@ -40,6 +40,7 @@ from .assets import batch_extra, declare_results_outlet, emits_results_asset  # 
 from .lineage import batch_lineage  # issue 11: OpenLineage
 from .metrics import StatsObserver, batch_spend
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .task_options import OutputSchemaOption, output_schema_of, task_governance
 
 #: What a task does when a budget left items unsent: fail it (the default: nothing downstream
 #: mistakes a partial batch for a whole one), mark it skipped, or let it succeed.
@@ -82,9 +83,29 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     already stored, and the tokens, cost and time of the rest, scaled from stored results of the
     model; with none stored it first runs ``plan_sample_items`` items for real (stored, so never paid
     again), or refuses when that is 0.
+
+    :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
+        string is parsed as JSON) every answer must be a valid object of; valid objects are stored
+        in the ``output`` jsonb column, and ``embed="json:<field>"`` embeds that field. Checked
+        (with ``embed`` and ``output_columns``) before any spend.
+    :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
+        completion carrying the validation reason; an item still invalid is a failure
+        (``OutputValidationError``) counted against ``max_failed_ratio``.
+    :param output_columns: schema fields (string, enum, integer, number or boolean) to store as
+        typed columns generated from ``output``, for ``GROUP BY`` (a clash with an existing column
+        is refused).
     """
 
-    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
+    template_fields: Sequence[str] = (
+        "items",
+        "jsonl_path",
+        "sql",
+        "sql_parameters",
+        "system",
+        "prompt_id",
+        "table",
+        "output_schema",
+    )
     template_fields_renderers = {"sql": "sql", "items": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
 
@@ -129,6 +150,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         claim_wait_seconds: float = 60.0,
         dry_run: bool = False,
         plan_sample_items: int = 5,
+        output_schema: OutputSchemaOption = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
+        output_columns: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -178,17 +202,19 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.embedding_dimension = embedding_dimension
         self.index_mode = index_mode
         self.progress_interval_seconds = progress_interval_seconds
-        self.governance = Governance(
-            extra_patterns=extra_pii_patterns,
-            mask_prompts=mask_prompts,
-            output_policy=output_masking,
-            filters=output_filters,
-        )
+        self.governance = task_governance(extra_pii_patterns, mask_prompts, output_masking, output_filters)
         self.audit_table = audit_table
         self.audit_conn_id = audit_conn_id or postgres_conn_id
         self.compliance_tag = compliance_tag
         self.id_key_variable = id_key_variable
         self._erased: TombstoneList | None = None
+        if isinstance(output_columns, str):
+            raise TypeError("output_columns must be a list of schema field names, not a string")
+        self.output_columns = tuple(output_columns)
+        PgVectorStore.check_output_columns(self.output_columns, f"{schema}.{table}")
+        output_schema_of(output_schema, embed=embed, columns=self.output_columns)  # before any spend
+        self.output_schema = output_schema
+        self.output_retries = check_output_retries(output_retries)
         self.preview_masker = self.governance.masker
         declare_results_outlet(self)  # issue 11: the table's asset (or an alias when it is templated)
 
@@ -229,7 +255,10 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             index=self.index_mode,
         )
         try:
+            schema = output_schema_of(self.output_schema, embed=self.embed, columns=self.output_columns)
             store.ensure_schema()
+            if schema is not None and self.output_columns:
+                store.ensure_output_columns(schema.sql_columns(self.output_columns))
             if self.plan_only:
                 return await self._plan(context, hook, client, store, id_key)
             items, total = self._source()
@@ -335,6 +364,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             skip_existing=self.skip_existing,
             embed=self.embed,
             progress_interval_seconds=self.progress_interval_seconds,
+            output_schema=output_schema_of(self.output_schema),
+            output_retries=self.output_retries,
         )
         # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
         digests = await asyncio.to_thread(

@@ -7,17 +7,20 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
+from ..batch.reask import DEFAULT_OUTPUT_RETRIES, OutputConversation, check_output_retries
 from ..callbacks.audit import record_context, write_audit_records
-from ..client import GatewayError
+from ..client import CompletionRequest, GatewayError
+from ..exceptions import OutputValidationFailedError
 from ..governance.audit import AuditRecord
-from ..governance.completion import completion_audit_record
+from ..governance.completion import GovernedCompletion, completion_audit_record
 from ..governance.filters import OutputFilter
+from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy, PiiDetectedError
-from ..governance.policy import Governance
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from .metrics import StatsObserver
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .task_options import OutputSchemaOption, output_schema_of, task_governance
 
 #: Request options the operator passes through to the hook.
 REQUEST_OPTIONS = (
@@ -59,9 +62,15 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
     :param audit_conn_id: a Postgres connection holding the audit chain; ``None``: task log only.
     :param audit_table: the audit chain's table.
     :param id_key_variable: the Airflow Variable holding the HMAC key for prompt fingerprints.
+    :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
+        string is parsed as JSON) the answer must be a valid object of; the task's XCom is then the
+        validated object. Checked before any spend.
+    :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
+        completion carrying the validation reason; an answer still invalid fails the task with
+        ``OutputValidationFailedError`` (not retried: a retry would pay again).
     """
 
-    template_fields: Sequence[str] = ("messages", "prompt_id", "variables", "system")
+    template_fields: Sequence[str] = ("messages", "prompt_id", "variables", "system", "output_schema")
     template_fields_renderers = {"messages": "json", "variables": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("messages", "variables", "system")
 
@@ -86,6 +95,8 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         audit_conn_id: str | None = None,
         audit_table: str = "genesys_llm_audit",
         id_key_variable: str = ID_KEY_VARIABLE,
+        output_schema: OutputSchemaOption = None,
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,19 +115,18 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         self.transport = transport
         self.response_format = response_format
         self.genesys_llm_conn_id = genesys_llm_conn_id
-        self.governance = Governance(
-            extra_patterns=extra_pii_patterns,
-            mask_prompts=mask_prompts,
-            output_policy=output_masking,
-            filters=output_filters,
-        )
+        self.governance = task_governance(extra_pii_patterns, mask_prompts, output_masking, output_filters)
         self.preview_masker = self.governance.masker
         self.audit_conn_id = audit_conn_id
         self.audit_table = audit_table
         self.id_key_variable = id_key_variable
+        output_schema_of(output_schema)  # a mistake fails the DAG's parse, not a paid run
+        self.output_schema = output_schema
+        self.output_retries = check_output_retries(output_retries)
 
     def execute(self, context: Context) -> dict[str, Any]:
         key = get_id_key(self.id_key_variable)  # before any spend
+        schema = output_schema_of(self.output_schema)  # rendered now; also before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id, governance=self.governance)
         observer = StatsObserver()
         run_ids = record_context(context, owner=self.owner, conn_id=self.genesys_llm_conn_id)
@@ -124,40 +134,76 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
             client = hook.get_conn()
             options = {name: self.raw_field(name) for name in REQUEST_OPTIONS if self.raw_field(name) is not None}
             request = client.request(messages=self.raw_field("messages"), **options)
-            try:
-                done = hook.complete_governed(request)
-            except (GatewayError, PiiDetectedError) as exc:
-                sent, prompt_counts = self.governance.mask_request(request)
-                counts = {**prompt_counts, **getattr(exc, "counts", {})}
-                attempts = getattr(exc, "attempts", None) or 1
-                self._write_audit(
+            conversation = OutputConversation(schema, self.output_retries, request) if schema else None
+            while True:
+                done = self._attempt(hook, request, key, run_ids, observer)
+                reask = conversation.reasks if conversation else 0
+                verdict = conversation.judge(done.result.text) if conversation else None
+                valid = verdict is None or verdict.output is not None
+                head = self._write_audit(
                     completion_audit_record(
-                        sent,
+                        done.sent,
                         key=key,
                         context=run_ids,
-                        status="failed",
-                        error_class=type(exc).__name__,
-                        attempts=attempts,
-                        masking=counts,
+                        status="success" if valid else "failed",
+                        result=done.result,
+                        error_class=None if valid else OutputValidationFailedError.__name__,
+                        masking=done.masking_counts,
+                        filters=done.output.filters_applied,
+                        output_check=None if verdict is None else ("valid" if valid else "invalid"),
+                        reask=reask,
                     )
                 )
-                observer.failed(sent.model, sent.transport, type(exc).__name__, attempts)
-                raise
+                self._log_completion(done)
+                if verdict is None:
+                    return self._result(done, head)
+                if verdict.output is not None:
+                    return verdict.output
+                if verdict.reask is None:
+                    raise OutputValidationFailedError(
+                        f"the answer is still invalid under output_schema after {self.output_retries} re-ask(s): "
+                        f"{self.governance.mask_text(verdict.reason or '')[0]}; not retried: a retry would pay for "
+                        f"{self.output_retries + 1} completions again (change the prompt, the schema or "
+                        "output_retries)",
+                        transient=False,
+                    )
+                request = verdict.reask
         finally:
             hook.close()
-        result = done.result
-        observer.succeeded(result)
-        head = self._write_audit(
-            completion_audit_record(
-                done.sent,
-                key=key,
-                context=run_ids,
-                status="success",
-                result=result,
-                masking=done.masking_counts,
-                filters=done.output.filters_applied,
+
+    def _attempt(
+        self,
+        hook: GenesysLLMHook,
+        request: CompletionRequest,
+        key: IdKey,
+        run_ids: dict[str, Any],
+        observer: StatsObserver,
+    ) -> GovernedCompletion:
+        """One governed, paid completion; a failure is audited and counted, then raised."""
+        try:
+            done = hook.complete_governed(request)
+        except (GatewayError, PiiDetectedError) as exc:
+            sent, prompt_counts = self.governance.mask_request(request)
+            counts = {**prompt_counts, **getattr(exc, "counts", {})}
+            attempts = getattr(exc, "attempts", None) or 1
+            self._write_audit(
+                completion_audit_record(
+                    sent,
+                    key=key,
+                    context=run_ids,
+                    status="failed",
+                    error_class=type(exc).__name__,
+                    attempts=attempts,
+                    masking=counts,
+                )
             )
-        )
+            observer.failed(sent.model, sent.transport, type(exc).__name__, attempts)
+            raise
+        observer.succeeded(done.result)
+        return done
+
+    def _log_completion(self, done: GovernedCompletion) -> None:
+        result = done.result
         self.log.info(
             "completion %s: %d prompt + %d completion tokens, ttft %.1f ms, total %.1f ms, %d attempt(s), masked %s",
             result.request_id,
@@ -168,8 +214,11 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
             result.attempts,
             done.masking_counts or "nothing",
         )
+
+    @staticmethod
+    def _result(done: GovernedCompletion, head: dict[str, str | int] | None) -> dict[str, Any]:
         return {
-            **result.model_dump(mode="json"),
+            **done.result.model_dump(mode="json"),
             "masking_counts": done.masking_counts,
             "filters_applied": list(done.output.filters_applied),
             "audit_head": head,

@@ -4,6 +4,7 @@ Nothing here imports Airflow: ``PgVectorStore`` can be used, tested and benchmar
 with a plain psycopg connection; ``hooks.postgres`` builds one from an Airflow connection.
 """
 
+from .output_columns import OutputColumnError
 from .pgvector import (
     FailureRow,
     Location,
@@ -19,6 +20,7 @@ __all__ = [
     "FailureRow",
     "Location",
     "Match",
+    "OutputColumnError",
     "PgVectorStore",
     "PgVectorStoreError",
     "ResultRow",

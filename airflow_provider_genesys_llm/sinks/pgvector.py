@@ -43,6 +43,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from ..governance.store_errors import StoreError, wrapped_errors
+from .output_columns import add_output_columns, check_column_names
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,7 +102,10 @@ _RESULT_COPY_TYPES: dict[str, str] = {
     "run_id": "text",
     "metadata": "bytea",
     "content_hash": "text",
+    "output": "bytea",
 }
+#: Every column of the results table the store writes or fills itself (typed output columns may not take these names).
+RESULT_COLUMNS = frozenset((*_RESULT_COPY_TYPES, "created_at", "updated_at"))
 #: Compact JSON; NaN and infinities are refused here, as jsonb would refuse them.
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 #: The version byte that starts jsonb's binary wire format.
@@ -144,6 +148,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     run_id text,
     content_hash text NOT NULL,
     metadata jsonb,
+    output jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 ) WITH (toast_tuple_target = {toast_tuple_target})"""
@@ -197,6 +202,8 @@ class ResultRow:
     run_id: str | None = None
     metadata: JsonObject | None = None
     content_hash: str = ""
+    #: The answer validated under the task's output schema (None without one).
+    output: JsonObject | None = None
 
     def __post_init__(self) -> None:
         if not self.content_hash:
@@ -326,12 +333,25 @@ class PgVectorStore:
                 )
             )
             cur.execute(sql.SQL(_FAILURES_DDL).format(table=self._failures))
+            # Tables created before structured output: a catalog-only change.
+            cur.execute(sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS output jsonb").format(table=self._table))
             if self._check_dimension(cur):
                 # Tables created before rows could await their embedding: a catalog-only change.
                 alter = sql.SQL("ALTER TABLE {table} ALTER COLUMN embedding DROP NOT NULL")
                 cur.execute(alter.format(table=self._table))
             if self.index == "hnsw":
                 cur.execute(self._create_index_sql(concurrently=False))
+
+    @staticmethod
+    def check_output_columns(names: Sequence[str], table: str) -> None:
+        """Refuse typed output columns named like the store's own columns (before any spend)."""
+        check_column_names(names, RESULT_COLUMNS, table)
+
+    def ensure_output_columns(self, columns: Mapping[str, str]) -> None:
+        """Typed columns (name -> SQL type) generated from ``output``; see ``sinks.output_columns``."""
+        with self._cursor("ensure_output_columns") as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+            add_output_columns(cur, self._table, self.schema, self.table, columns, RESULT_COLUMNS)
 
     def upsert(self, rows: Sequence[ResultRow]) -> int:
         """Store ``rows`` in one transaction; return how many were inserted or changed.
@@ -740,6 +760,7 @@ def _result_values(row: ResultRow, dimension: int) -> tuple[object, ...]:
         row.run_id,
         _encode_jsonb(row.metadata),
         row.content_hash,
+        _encode_jsonb(row.output),
     )
 
 

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import JOB_OUTCOMES
 from .draws import stable_fraction
+
+if TYPE_CHECKING:
+    from .validation import CompletionRequest
 
 # Section 9: the analytics job and transcript endpoints (also the names of their counters).
 ANALYTICS_ENDPOINTS: tuple[str, ...] = (
@@ -28,6 +31,8 @@ ANALYTICS_ENDPOINTS: tuple[str, ...] = (
     "transcript_download",  # GET /_transcripts/{token}, the pre-signed URL (S3-style errors)
 )
 ENDPOINTS: tuple[str, ...] = ("oauth", "ws", "sse", "embeddings", "status", "openai", *ANALYTICS_ENDPOINTS)
+#: What an `invalid_output` fault answers instead of the stand-in model's JSON.
+INVALID_ANSWERS: tuple[str, ...] = ("not_json", "bad_enum")
 COMPLETION_ENDPOINTS: frozenset[str] = frozenset({"ws", "sse", "openai"})
 ANY_ENDPOINT = "any"
 
@@ -134,6 +139,21 @@ FAULT_KINDS: dict[str, FaultKind] = {
         COMPLETION_ENDPOINTS,
         {**_AFTER_TOKENS, "depth": ParamSpec((int,), 100_000), "error": ParamSpec((bool,), False)},
     ),
+    # The answer to a prompt whose first user message contains `contains` is not valid output: `answer`
+    # "not_json" (prose around an unterminated object) or "bad_enum" (sentiment outside its enum), or
+    # `text` verbatim. It fires on the first `asks` asks of the conversation (the user messages in the
+    # request: a client's re-ask adds one), `null` on every ask; the stand-in model's answer otherwise.
+    "invalid_output": FaultKind(
+        Phase.COMPLETION,
+        COMPLETION_ENDPOINTS,
+        {
+            "contains": ParamSpec((str,)),
+            "asks": ParamSpec((int, type(None)), 1),
+            "answer": ParamSpec((str,), "not_json"),
+            "text": ParamSpec(_OPTIONAL_STR, None),
+        },
+        default_count=None,
+    ),
     # The next accepted analytics job ends in `state` (after the usual polls) with `error_message`.
     "job_outcome": FaultKind(
         Phase.JOB,
@@ -179,8 +199,15 @@ class FaultRule:
     def phase(self) -> Phase:
         return FAULT_KINDS[self.kind].phase
 
-    def applies(self, endpoint: str, phase: Phase, request_id: str | None, first_sighting: bool) -> bool:
-        """Whether this rule would fire for a request at `endpoint` in `phase`."""
+    def applies(
+        self,
+        endpoint: str,
+        phase: Phase,
+        request_id: str | None,
+        first_sighting: bool,
+        request: CompletionRequest | None = None,
+    ) -> bool:
+        """Whether this rule would fire for a request at `endpoint` in `phase` (`request`: a completion's)."""
         if phase is not self.phase:
             return False
         if self.endpoint != endpoint and not (
@@ -189,11 +216,19 @@ class FaultRule:
             return False
         if self.kind == "fail_first_attempt_ratio":
             return first_sighting and request_id is not None and stable_fraction(request_id) < self.params["ratio"]
+        if self.kind == "invalid_output":
+            return request is not None and _asked(request, self.params["contains"], self.params["asks"])
         return True
 
     def as_dict(self) -> dict[str, Any]:
         """The rule as JSON, with defaults filled in and the remaining count and skip."""
         return {"endpoint": self.endpoint, "kind": self.kind, "count": self.count, "skip": self.skip, **self.params}
+
+
+def _asked(request: CompletionRequest, marker: str, asks: int | None) -> bool:
+    """Whether the conversation starts with `marker` and is within its first `asks` asks."""
+    user = [message.content for message in request.messages if message.role == "user"]
+    return bool(user) and marker in user[0] and (asks is None or len(user) <= asks)
 
 
 def _is_int(value: Any) -> bool:
@@ -241,6 +276,10 @@ def _check_ranges(params: dict[str, Any]) -> None:
             raise ValueError(f"fault parameter {name!r} must not be negative: {value}")
     if params.get("split", 1) < 1:
         raise ValueError("fault parameter 'split' must be at least 1")
+    if params.get("answer", "not_json") not in INVALID_ANSWERS:
+        raise ValueError(f"fault parameter 'answer' must be one of {INVALID_ANSWERS}, got {params['answer']!r}")
+    if params.get("asks") is not None and params["asks"] < 1:
+        raise ValueError("fault parameter 'asks' must be at least 1 (or null: every ask)")
     ratio = params.get("ratio")
     if ratio is not None and not 0 <= ratio <= 1:
         raise ValueError(f"fault parameter 'ratio' must be between 0 and 1: {ratio}")

@@ -137,6 +137,17 @@ def _json_tokens(reading: standin_model.Reading, lead: str, count: int, insertio
     return head + summary + tail
 
 
+def invalid_tokens(tokens: list[str], answer: str, text: str | None) -> list[str]:
+    """The `invalid_output` fault's answer in place of `tokens`: `text` verbatim when given, else
+    "not_json" (a preamble and the object left unterminated) or "bad_enum" (the JSON answer with a
+    sentiment outside positive/neutral/negative)."""
+    if text is not None:
+        return split_evenly(text, 8)
+    if answer == "bad_enum" and tokens[0] == '{"':
+        return [*tokens[:4], "ecstatic", *tokens[5:]]
+    return ["Sure,", " here", " it", " is:", " ", *tokens[:-1]]
+
+
 def _inserted(tokens: list[str], position: int, insertion: Insertion | None, *, escape: bool) -> list[str]:
     if insertion is None:
         return tokens

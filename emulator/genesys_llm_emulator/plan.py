@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .faults import FaultRule, Phase
-from .generator import Insertion, completion_tokens
+from .generator import Insertion, completion_tokens, invalid_tokens
 from .state import EmulatorState
 from .validation import CompletionRequest
 
@@ -131,11 +131,13 @@ def plan_completion(
     state: EmulatorState, endpoint: str, request: CompletionRequest, first_sighting: bool
 ) -> CompletionPlan:
     """Draw this request's fault (if any) and script its stream."""
-    fault = state.draw_fault(endpoint, Phase.COMPLETION, request.request_id, first_sighting)
+    fault = state.draw_fault(endpoint, Phase.COMPLETION, request.request_id, first_sighting, request)
     kind = fault.kind if fault else None
     params: dict[str, Any] = fault.params if fault else {}
     insertion = Insertion(params["text"], params["split"]) if kind == "pii_output" else None
     tokens = completion_tokens(request, state.config.completion_tokens, insertion)
+    if kind == "invalid_output":
+        tokens = invalid_tokens(tokens, params["answer"], params["text"])
     finish_reason = "length" if len(tokens) > request.max_tokens else "stop"
     tokens = tokens[: request.max_tokens]
     usage = Usage(request.prompt_tokens, len(tokens))

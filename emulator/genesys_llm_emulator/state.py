@@ -16,11 +16,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ContactCenterConfig, EmulatorConfig
 from .faults import FaultRule, Phase
 from .quota import OrgQuota, QuotaCounters
+
+if TYPE_CHECKING:
+    from .validation import CompletionRequest
 
 # Requests that make up `total`; the other counters count things inside those requests.
 # Section 9 (analytics jobs, transcripts): one request counter per endpoint, named like its faults.
@@ -199,11 +202,16 @@ class EmulatorState:
         return fault
 
     def draw_fault(
-        self, endpoint: str, phase: Phase, request_id: str | None = None, first_sighting: bool = False
+        self,
+        endpoint: str,
+        phase: Phase,
+        request_id: str | None = None,
+        first_sighting: bool = False,
+        request: CompletionRequest | None = None,
     ) -> FaultRule | None:
         """The first armed rule that fires for this request, consuming one of its firings."""
         for rule in self.faults:
-            if not rule.applies(endpoint, phase, request_id, first_sighting):
+            if not rule.applies(endpoint, phase, request_id, first_sighting, request):
                 continue
             if rule.skip:
                 rule.skip -= 1
