@@ -149,6 +149,15 @@ class BatchStats:
         if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
             self.audit_ids.append(audit_id)
 
+    def _output_counts(self) -> dict[str, int]:
+        """The output-schema counts, only for a run that validated answers (the manifest stays small)."""
+        counts = {
+            "output_valid": self.output_valid,
+            "output_reasked": self.output_reasked,
+            "output_invalid": self.output_invalid,
+        }
+        return counts if any(counts.values()) else {}
+
     def manifest(self, **extra: Any) -> dict[str, Any]:
         """The small, XCom-safe summary: counts, tokens and latencies, never texts or vectors."""
         return {
@@ -166,9 +175,7 @@ class BatchStats:
                 "skipped_claimed": self.skipped_claimed,
                 "deferred_by_budget": self.deferred_by_budget,
                 "claims_lost": self.claims_lost,
-                "output_valid": self.output_valid,
-                "output_reasked": self.output_reasked,
-                "output_invalid": self.output_invalid,
+                **self._output_counts(),
             },
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
