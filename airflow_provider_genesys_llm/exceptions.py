@@ -9,6 +9,8 @@ ended without results, downloads that failed).
 
 from __future__ import annotations
 
+from airflow.sdk.exceptions import AirflowFailException
+
 
 class GenesysLLMTaskError(RuntimeError):
     """A task of this provider failed; ``transient`` says whether a retry of the task may succeed."""
@@ -42,9 +44,10 @@ class TranscriptDownloadError(GenesysLLMTaskError):
     the interval idempotently (transient)."""
 
 
-class OutputValidationFailedError(GenesysLLMTaskError):
+class OutputValidationFailedError(GenesysLLMTaskError, AirflowFailException):
     """The answer stayed invalid under ``output_schema`` after ``output_retries`` re-asks.
 
-    Not transient: every answer was paid for, and a retry of the task would pay for all of them
-    again for the same prompt; change the prompt or the schema (or raise ``output_retries``).
+    Not transient, and an ``AirflowFailException`` so the task's retries are not used: every
+    answer was paid for, and a retry would pay for all of them again for the same prompt; change
+    the prompt or the schema (or raise ``output_retries``).
     """

@@ -109,8 +109,9 @@ async def test_invalid_answers_are_reasked_then_failed_and_valid_ones_stored_wit
     grouped = dict(rows(pg_connect, "SELECT sentiment, count(*) FROM results GROUP BY sentiment"))
     assert sum(grouped.values()) == 10 and set(grouped) <= set(SENTIMENTS) and len(grouped) >= 2
     [(column_type,)] = rows(
-        pg_connect, "SELECT data_type FROM information_schema.columns WHERE table_name = 'results' AND "
-        f"column_name = 'sentiment' AND table_schema = '{pg_connect.schema}'"
+        pg_connect,
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'results' AND "
+        f"column_name = 'sentiment' AND table_schema = '{pg_connect.schema}'",
     )
     assert column_type == "text"
     assert rows(pg_connect, "SELECT count(*) FROM results WHERE output->>'sentiment' <> sentiment") == [(0,)]
