@@ -126,7 +126,7 @@ class OutputSchema:
         try:
             document = loads(text, "the answer")
         except GatewayProtocolError as exc:
-            return CheckedAnswer(None, str(exc))
+            return CheckedAnswer(None, exc.message)
         if not isinstance(document, dict):
             return CheckedAnswer(None, f"the answer is a JSON {_json_type(document)}, not an object")
         if self.model is not None:

@@ -85,9 +85,10 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     again), or refuses when that is 0.
 
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
-        string is parsed as JSON) every answer must be a valid object of; valid objects are stored
-        in the ``output`` jsonb column, and ``embed="json:<field>"`` embeds that field. Checked
-        (with ``embed`` and ``output_columns``) before any spend.
+        string is parsed as JSON) every answer must be a valid object of; ``response_format`` then
+        defaults to ``json``. Valid objects are stored in the ``output`` jsonb column, and
+        ``embed="json:<field>"`` embeds that field. Checked (with ``embed`` and ``output_columns``)
+        before any spend.
     :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
         completion carrying the validation reason; an item still invalid is a failure
         (``OutputValidationError``) counted against ``max_failed_ratio``.
@@ -192,7 +193,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.system = system
         self.prompt_id = prompt_id
         self.transport = transport
-        self.response_format = response_format
+        # An output schema asks for JSON unless the DAG says otherwise.
+        self.response_format = response_format or ("json" if output_schema is not None else None)
         self.concurrency = concurrency
         self.chunk_size = chunk_size
         self.skip_existing = skip_existing

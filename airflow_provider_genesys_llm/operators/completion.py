@@ -63,8 +63,8 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
     :param audit_table: the audit chain's table.
     :param id_key_variable: the Airflow Variable holding the HMAC key for prompt fingerprints.
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
-        string is parsed as JSON) the answer must be a valid object of; the task's XCom is then the
-        validated object. Checked before any spend.
+        string is parsed as JSON) the answer must be a valid object of; ``response_format`` then
+        defaults to ``json``, and the task's XCom is the validated object. Checked before any spend.
     :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
         completion carrying the validation reason; an answer still invalid fails the task with
         ``OutputValidationFailedError`` (not retried: a retry would pay again).
@@ -113,7 +113,8 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         self.max_tokens = max_tokens
         self.stop_sequences = stop_sequences
         self.transport = transport
-        self.response_format = response_format
+        # An output schema asks for JSON unless the DAG says otherwise.
+        self.response_format = response_format or ("json" if output_schema is not None else None)
         self.genesys_llm_conn_id = genesys_llm_conn_id
         self.governance = task_governance(extra_pii_patterns, mask_prompts, output_masking, output_filters)
         self.preview_masker = self.governance.masker
