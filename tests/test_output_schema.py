@@ -259,3 +259,12 @@ def test_the_invalid_output_fault_refuses_bad_rules_when_armed(emulator, rule, m
     rule = {"contains": ONCE, **rule} if rule else {}
     with pytest.raises(ValueError, match=match):
         emulator.add_fault(kind="invalid_output", **rule)
+
+
+def test_a_key_the_answer_made_up_is_never_named_in_a_reason() -> None:
+    """Under ``additionalProperties`` (or a ``dict`` field) the answer's own keys may be customer data."""
+    schema = OutputSchema.of(
+        {"type": "object", "properties": {"scores": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+    )
+    checked = schema.check(json.dumps({"scores": {"jane.doe@example.com": "high"}}))
+    assert checked.reason == "field 'scores.<key>' must be of type integer (rule type)"

@@ -84,6 +84,9 @@ class OutputSchema:
                 "(answers are stored as one jsonb object per row)"
             )
         self.properties: dict[str, Any] = dict(properties)
+        #: Every property name the schema declares: the only keys a reason may name (an answer's own
+        #: keys, under ``additionalProperties`` or a ``dict`` field, may be customer data).
+        self._names = frozenset(_declared_names(self.json_schema))
 
     @classmethod
     def of(cls, schema: OutputSchema | Mapping[str, Any] | type[BaseModel] | str) -> OutputSchema:
@@ -133,11 +136,11 @@ class OutputSchema:
             try:
                 return CheckedAnswer(self.model.model_validate(document).model_dump(mode="json"))
             except ValidationError as exc:
-                return CheckedAnswer(None, _pydantic_reason(exc))
+                return CheckedAnswer(None, _pydantic_reason(exc, self._names))
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(document))
         if error is None:
             return CheckedAnswer(document)
-        return CheckedAnswer(None, _jsonschema_reason(error))
+        return CheckedAnswer(None, _jsonschema_reason(error, self._names))
 
     def reask_message(self, reason: str) -> str:
         """The user message of a re-ask: what was wrong (no values) and the schema to follow."""
@@ -184,18 +187,36 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "number"
 
 
-def _path(parts: Sequence[Any]) -> str:
-    return ".".join(str(part) for part in parts) or "(root)"
+def _declared_names(node: Any) -> set[str]:
+    """Property names declared anywhere in a schema (``properties`` keys, ``$defs`` included)."""
+    names: set[str] = set()
+    if isinstance(node, Mapping):
+        properties = node.get("properties")
+        if isinstance(properties, Mapping):
+            names.update(key for key in properties if isinstance(key, str))
+        for value in node.values():
+            names |= _declared_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _declared_names(value)
+    return names
 
 
-def _jsonschema_reason(error: jsonschema.ValidationError) -> str:
+def _path(parts: Sequence[Any], names: frozenset[str]) -> str:
+    """A dotted path of declared names and array indexes; a key the answer made up is ``<key>``."""
+    shown = (str(part) if isinstance(part, int) or part in names else "<key>" for part in parts)
+    return ".".join(shown) or "(root)"
+
+
+def _jsonschema_reason(error: jsonschema.ValidationError, names: frozenset[str]) -> str:
     """Field path and rule, with the schema's side of the rule (allowed values, type); never the value."""
     rule, expected = error.validator, error.validator_value
-    field = _path(list(error.absolute_path))
+    field = _path(list(error.absolute_path), names)
     if rule == "required":
         present = error.instance if isinstance(error.instance, Mapping) else {}
         missing = [name for name in expected if name not in present]
-        return f"field {_path([*error.absolute_path, missing[0]]) if missing else field!r} is missing (required)"
+        path = _path([*error.absolute_path, missing[0]], names) if missing else field
+        return f"field {path!r} is missing (required)"
     if rule == "enum":
         shown = ", ".join(json.dumps(value) for value in list(expected)[:_ENUM_SHOWN])
         return f"field {field!r} is not one of the allowed values ({shown}) (rule enum)"
@@ -207,10 +228,10 @@ def _jsonschema_reason(error: jsonschema.ValidationError) -> str:
     return f"field {field!r} breaks rule {rule}" + (f" ({expected})" if scalar else "")
 
 
-def _pydantic_reason(exc: ValidationError) -> str:
+def _pydantic_reason(exc: ValidationError, names: frozenset[str]) -> str:
     """The first error by location and pydantic's message template (which names no input)."""
     first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
-    return f"field {_path(first['loc'])!r} is invalid ({first['type']}: {first['msg']})"
+    return f"field {_path(first['loc'], names)!r} is invalid ({first['type']}: {first['msg']})"
 
 
 __all__ = ["SQL_TYPES", "CheckedAnswer", "OutputSchema", "OutputSchemaError"]
