@@ -42,7 +42,7 @@ from ..client.errors import (
     GatewayPermissionError,
 )
 from ..governance.audit import AuditLog, AuditRecord, Cost
-from ..governance.completion import completion_audit_record
+from ..governance.completion import GovernedCompletion, complete_governed, completion_audit_record
 from ..governance.keys import IdKey
 from ..governance.masking import PiiDetectedError
 from ..governance.policy import Governance, GovernedOutput
@@ -381,7 +381,8 @@ class BatchRunner:
             paid = await self._ask(planned, request)
             if paid is None:
                 return
-            sent, result, governed, prompt_counts, cost = paid
+            done, cost = paid
+            result, governed, prompt_counts = done.result, done.output, done.prompt_masking
             self._account(result, prompt_counts, governed)
             self.stats.note_cost(cost, self._fleet.currency)
             reask = conversation.reasks if conversation else 0
@@ -389,11 +390,11 @@ class BatchRunner:
             valid = verdict is None or verdict.output is not None
             self._audit_record(
                 planned,
-                sent,
+                done.sent,
                 result=result,
                 status="success" if valid else "failed",
                 error_class=None if valid else OUTPUT_VALIDATION_ERROR,
-                masking=_merge(prompt_counts, governed.masking_counts),
+                masking=done.masking_counts,
                 filters=governed.filters_applied,
                 cost=cost,
                 output_check=None if verdict is None else ("valid" if valid else "invalid"),
@@ -417,20 +418,25 @@ class BatchRunner:
 
     async def _ask(
         self, planned: PlannedCompletion, request: CompletionRequest
-    ) -> tuple[CompletionRequest, CompletionResult, GovernedOutput, dict[str, int], Decimal | None] | None:
-        """One paid completion of ``request``, masked and governed; None when it was deferred by a
-        budget or failed (recorded as the item's failure)."""
-        sent, prompt_counts = self._governance.mask_request(request)
-        try:
+    ) -> tuple[GovernedCompletion, Decimal | None] | None:
+        """One paid completion of ``request``, governed (``complete_governed``) and priced by the fleet
+        controls; None when a budget deferred it or it failed (recorded as the item's failure)."""
+        costs: list[Decimal | None] = []
+
+        async def send(sent: CompletionRequest) -> CompletionResult:
             result, cost = await self._fleet.complete(sent, self._client.complete)
-            governed = self._governance.govern_output(result.text)
+            costs.append(cost)
+            return result
+
+        try:
+            return await complete_governed(self._client, request, self._governance, send), costs[-1]
         except BudgetDeferred:
             self.stats.deferred_by_budget += 1
             self._deferred.append(planned.result_id)
-            return None
         except BATCH_FATAL_ERRORS:
             raise
         except (GatewayError, PiiDetectedError) as exc:
+            sent, prompt_counts = self._governance.mask_request(request)  # the request as it was sent
             attempts = getattr(exc, "attempts", None) or 1
             counts = dict(prompt_counts)
             if isinstance(exc, PiiDetectedError):
@@ -438,8 +444,7 @@ class BatchRunner:
                 for kind, found in exc.counts.items():
                     counts[kind] = counts.get(kind, 0) + found
             self._record_failure(planned, sent, type(exc).__name__, self._failure_message(exc), attempts, counts)
-            return None
-        return sent, result, governed, prompt_counts, cost
+        return None
 
     def _record_failure(
         self,
@@ -788,10 +793,3 @@ __all__ = [
     "RunContext",
     "storable",
 ]
-
-
-def _merge(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
-    merged = dict(first)
-    for kind, count in second.items():
-        merged[kind] = merged.get(kind, 0) + count
-    return merged

@@ -10,7 +10,7 @@ the governed text; the raw answer is dropped here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,11 +40,18 @@ class GovernedCompletion:
 
 
 async def complete_governed(
-    client: GatewayClient, request: CompletionRequest, governance: Governance
+    client: GatewayClient,
+    request: CompletionRequest,
+    governance: Governance,
+    send: Callable[[CompletionRequest], Awaitable[CompletionResult]] | None = None,
 ) -> GovernedCompletion:
-    """Mask the prompt, complete, then filter and mask the answer (``fail`` raises ``PiiDetectedError``)."""
+    """Mask the prompt, complete, then filter and mask the answer (``fail`` raises ``PiiDetectedError``).
+
+    ``send`` completes the masked request instead of ``client.complete`` (the batch runner's goes
+    through its fleet controls: claims, budgets, prices).
+    """
     sent, prompt_counts = governance.mask_request(request)
-    result = await client.complete(sent)
+    result = await (send or client.complete)(sent)
     governed = governance.govern_output(result.text)
     return GovernedCompletion(result.model_copy(update={"text": governed.text}), sent, prompt_counts, governed)
 
