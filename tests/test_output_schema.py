@@ -268,3 +268,53 @@ def test_a_key_the_answer_made_up_is_never_named_in_a_reason() -> None:
     )
     checked = schema.check(json.dumps({"scores": {"jane.doe@example.com": "high"}}))
     assert checked.reason == "field 'scores.<key>' must be of type integer (rule type)"
+
+
+@pytest.mark.parametrize("mistake", ["rendered_schema", "user_column"])
+async def test_the_batch_operator_refuses_a_rendered_schema_or_column_clash_before_any_request(
+    emulator, pg_server, pg_connect, monkeypatch, mistake
+) -> None:
+    """What only shows at run time (a templated schema, a column someone added) fails the task
+    without Airflow's retries and before the first completion."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from batch_items import TEST_ID_KEY_TEXT
+    from fixtures_postgres import export_airflow_connection
+
+    from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    export_airflow_connection(monkeypatch, "batch_pg", pg_server)
+    monkeypatch.setenv("AIRFLOW_VAR_GENESYS_LLM_ID_KEY", TEST_ID_KEY_TEXT)
+    genesys = {
+        "api_base_url": emulator.base_url,
+        "login_base_url": emulator.base_url,
+        "stream_base_url": emulator.ws_url,
+    }
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GENESYS_LLM_DEFAULT",
+        json.dumps({"conn_type": "genesys_llm", "login": "id", "password": "secret", "extra": genesys}),
+    )
+    operator = GenesysLLMBatchCompletionOperator(
+        task_id="batch",
+        items=items(3, once=0, always=0),
+        table="results",
+        schema=pg_connect.schema,
+        postgres_conn_id="batch_pg",
+        index_mode="none",
+        audit_table=None,
+        output_schema="{{ params.schema }}",
+        output_columns=["sentiment"],
+    )
+    if mistake == "rendered_schema":
+        operator.output_schema = json.dumps({"type": "object", "properties": {"mood": {"type": "string"}}})
+        match = "output_columns names field 'sentiment'"
+    else:
+        operator.output_schema = json.dumps(SCHEMA)
+        with pgvector_store_from_airflow("batch_pg", table="results", schema=pg_connect.schema, dimension=384) as store:
+            store.ensure_schema()
+        with pg_connect() as conn:
+            conn.execute("ALTER TABLE results ADD COLUMN sentiment integer")
+        match = "not generated from output"
+    with pytest.raises(AirflowFailException, match=match):
+        await operator.aexecute({})
+    assert emulator.counters()["ws_requests"] == 0
