@@ -9,6 +9,8 @@ ended without results, downloads that failed).
 
 from __future__ import annotations
 
+from airflow.sdk.exceptions import AirflowFailException
+
 
 class GenesysLLMTaskError(RuntimeError):
     """A task of this provider failed; ``transient`` says whether a retry of the task may succeed."""
@@ -40,3 +42,14 @@ class ConversationJobTimeoutError(GenesysLLMTaskError):
 class TranscriptDownloadError(GenesysLLMTaskError):
     """Some transcripts could not be downloaded; everything else is stored, and a retry re-lands
     the interval idempotently (transient)."""
+
+
+class TemplatedFieldError(AirflowFailException, ValueError):
+    """A templated request option rendered to a value the field cannot take (``temperature="warm"``).
+
+    Raised right after rendering, before any connection or spend; an ``AirflowFailException``, so
+    Airflow does not retry it (another try renders the same value), and a ``ValueError`` like every
+    other invalid-argument error of the operators.
+    """
+
+    transient = False

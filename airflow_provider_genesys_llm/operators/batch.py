@@ -40,6 +40,7 @@ from .assets import batch_extra, declare_results_outlet, emits_results_asset  # 
 from .lineage import batch_lineage  # issue 11: OpenLineage
 from .metrics import StatsObserver, batch_spend
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .request_fields import RequestFieldsMixin
 
 #: What a task does when a budget left items unsent: fail it (the default: nothing downstream
 #: mistakes a partial batch for a whole one), mark it skipped, or let it succeed.
@@ -61,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
     return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
-class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOperator):
+class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFieldsMixin, BaseAsyncOperator):
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
@@ -84,9 +85,21 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     again), or refuses when that is 0.
     """
 
-    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
+    template_fields: Sequence[str] = (
+        "items",
+        "jsonl_path",
+        "sql",
+        "sql_parameters",
+        "system",
+        "prompt_id",
+        "table",
+        "model",
+        "temperature",
+        "max_tokens",
+    )
     template_fields_renderers = {"sql": "sql", "items": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
+    temperature_sweep = True
 
     def __init__(
         self,

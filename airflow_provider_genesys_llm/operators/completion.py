@@ -18,6 +18,7 @@ from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from .metrics import StatsObserver
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .request_fields import RequestFieldsMixin
 
 #: Request options the operator passes through to the hook.
 REQUEST_OPTIONS = (
@@ -33,7 +34,7 @@ REQUEST_OPTIONS = (
 )
 
 
-class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
+class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, RequestFieldsMixin, BaseOperator):
     """Run one completion under governance and push its (masked) text and a usage summary to XCom.
 
     The prompt is masked before it is sent, the answer is filtered and masked before it reaches
@@ -61,7 +62,15 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
     :param id_key_variable: the Airflow Variable holding the HMAC key for prompt fingerprints.
     """
 
-    template_fields: Sequence[str] = ("messages", "prompt_id", "variables", "system")
+    template_fields: Sequence[str] = (
+        "messages",
+        "prompt_id",
+        "variables",
+        "system",
+        "model",
+        "temperature",
+        "max_tokens",
+    )
     template_fields_renderers = {"messages": "json", "variables": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("messages", "variables", "system")
 
