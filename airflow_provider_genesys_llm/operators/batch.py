@@ -231,10 +231,16 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
             ) from exc
 
     async def _run(self, context: Context) -> dict[str, Any]:
-        id_key = get_id_key(self.id_key_variable)  # before any spend
+        # Blocking work (Variable and Connection lookups, DDL, queries) runs in threads, never on the
+        # loop. Lookups are requests to the task supervisor over one channel that takes a lock per
+        # request, so any thread may make them (airflow.sdk.execution_time.comms); a blocking request
+        # from the loop's own thread while an async one (``aget_connection``) holds the lock is
+        # refused by Airflow 3.3 (DeadlockImminentError) and would hang 3.2.
+        id_key = await asyncio.to_thread(get_id_key, self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id, priority=self.priority)
         client = await hook.aget_async_client()
-        store = pgvector_store_from_airflow(
+        store = await asyncio.to_thread(
+            pgvector_store_from_airflow,
             self.postgres_conn_id,
             table=self.table,
             schema=self.schema,
@@ -242,14 +248,14 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
             index=self.index_mode,
         )
         try:
-            store.ensure_schema()
+            await asyncio.to_thread(store.ensure_schema)
             if self.plan_only:
                 return await self._plan(context, hook, client, store, id_key)
-            items, total = self._source()
+            items, total = await asyncio.to_thread(self._source)
             return await self._batch(context, hook, client, store, id_key, items, total)
         finally:
             await client.aclose()
-            store.close()
+            await asyncio.to_thread(store.close)
 
     async def _plan(
         self, context: Context, hook: GenesysLLMHook, client: GatewayClient, store: PgVectorStore, id_key: IdKey
@@ -268,7 +274,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
                     f"dry_run: {self.schema}.{self.table} holds no results of model {model!r} to sample, and "
                     "plan_sample_items is 0; allow a few items to run for real (plan_sample_items=5)"
                 )
-            items, _ = self._source()
+            items, _ = await asyncio.to_thread(self._source)
             self.log.info(
                 "plan: no stored results of %s to sample; completing %d items for real (stored, never paid again)",
                 model,
@@ -279,7 +285,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
             )
             sampled_now = sampled["counts"]["succeeded"]
             sample = await asyncio.to_thread(store.usage_sample, model)
-        items, _ = self._source()
+        items, _ = await asyncio.to_thread(self._source)
         plan = await asyncio.to_thread(
             plan_batch,
             items,
@@ -340,7 +346,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
         items: Iterable[Any],
         total: int | None,
     ) -> dict[str, Any]:
-        audit = audit_store(self.audit_conn_id, self.audit_table) if self.audit_table else None
+        audit = await asyncio.to_thread(audit_store, self.audit_conn_id, self.audit_table) if self.audit_table else None
         run_context = RunContext(**record_context(context, owner=self.owner, conn_id=self.genesys_llm_conn_id))
         settings = BatchSettings(
             concurrency=self.concurrency or client.config.max_concurrency,
@@ -350,9 +356,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
             progress_interval_seconds=self.progress_interval_seconds,
         )
         # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
-        digests = await asyncio.to_thread(
-            stored_digests, partial(psycopg.connect, store_conninfo(self)), schema=self.schema
-        )
+        conninfo = await asyncio.to_thread(store_conninfo, self)
+        digests = await asyncio.to_thread(stored_digests, partial(psycopg.connect, conninfo), schema=self.schema)
         self._erased = TombstoneList(id_key, digests) if digests else None
         if self._erased is not None:
             items = self._erased.filter_items(items)
@@ -374,7 +379,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
         try:
             await runner.run(items)
             if self.index_mode == "deferred":
-                store.build_index(concurrently=True)
+                await asyncio.to_thread(store.build_index, concurrently=True)
         except BaseException as exc:
             error = exc
             raise
@@ -446,11 +451,12 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
         self.log.info("%s", AuditLog.to_log_line(record))
         head = None
         if audit is not None:
-            audit.append([record])
+            await asyncio.to_thread(audit.append, [record])
             head = publish_head(audit)
+        asset_uri = await asyncio.to_thread(lambda: store.asset_uri)  # connects when the location is unknown
         manifest = stats.manifest(
             sink_table=f"{self.schema}.{self.table}",
-            asset_uri=store.asset_uri,
+            asset_uri=asset_uri,
             run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
@@ -458,7 +464,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFields
             skipped_erased=self._erased.skipped if self._erased is not None else 0,
         )
         self.log.info("batch manifest: %s", manifest)
-        ti.xcom_push(key="return_value", value=manifest)
+        await asyncio.to_thread(ti.xcom_push, key="return_value", value=manifest)
         if client.config.analytics_webhook_url:
             delivered = await client.publish_analytics({"event": "genesys_llm.batch", **manifest})
             self.log.info("analytics webhook %s", "delivered" if delivered else "failed (task not affected)")

@@ -119,7 +119,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
     @count_outcomes(TRANSCRIPTS)  # issue 11
     @emits_results_asset(transcripts_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
-        # Connection and Variable lookups and the DDL block: none of them runs on the event loop.
+        # Connection and Variable lookups and the DDL block: none of them runs on the event loop (why: the
+        # comment in GenesysLLMBatchCompletionOperator._run).
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         source = TranscriptSource(await hook.aget_async_client())
         connect = await asyncio.to_thread(postgres_connect, self.postgres_conn_id)
@@ -146,7 +147,7 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         summary = {"job_id": job_id, "table": f"{self.schema}.{self.table}", **stats.summary()}
         self.log.info("landed transcripts: %s", summary)
         if stats.failed_ids:
-            context["ti"].xcom_push(key="return_value", value=summary)
+            await asyncio.to_thread(context["ti"].xcom_push, key="return_value", value=summary)  # a supervisor request
             raise TranscriptDownloadError(
                 f"{len(stats.failed_ids)} transcripts could not be downloaded; everything else is stored, "
                 "and a retry re-lands the interval idempotently",
