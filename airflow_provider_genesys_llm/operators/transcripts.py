@@ -38,6 +38,36 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
 
     A job the operator submits is checked ``poll_interval`` apart (doubling up to 60 s) for at
     most ``job_timeout`` seconds; then the task fails with ``ConversationJobTimeoutError``.
+    Conversations erased with ``GenesysErasureOperator`` are never landed again. Returns (XCom)
+    the counts: conversations, transcripts, rows written, skipped as erased.
+
+    :param postgres_conn_id: Airflow ``postgres`` connection of the landing table.
+        Default ``"postgres_default"``.
+    :param table: the landing table, created if missing, templated. Re-landing an interval rewrites
+        only rows whose content changed. Default ``"genesys_transcripts"``.
+    :param schema: the table's schema (and of the erasure tombstones checked before landing); it
+        must exist. Default ``"public"``.
+    :param job_id: a conversation-details job that is already ``FULFILLED`` (for example
+        ``GenesysConversationJobSensor``'s XCom), templated; it is read as is, without waiting.
+        Default ``None``: the operator submits a job for the interval and waits for it.
+    :param interval_start: start of the interval (inclusive) when the operator submits the job, a
+        datetime or an ISO-8601 string, templated. Default ``None``: the run's
+        ``data_interval_start``; set both bounds for a run without a data interval.
+    :param interval_end: end of the interval (exclusive), as ``interval_start``; cut at Genesys'
+        ``dataAvailabilityDate``, and nothing is landed when no data is available yet.
+        Default ``None``: the run's ``data_interval_end``.
+    :param mask_pii: redact PII in the transcript text and in every string of the raw document
+        before they are stored. Default ``True``; ``False`` stores them as Genesys returns them,
+        for a landing table inside the data's trust boundary.
+    :param concurrency: transcripts downloaded at once (each pre-signed URL is fetched right after
+        it is issued). Default 8; raise it for large intervals, lower it when the organisation's
+        API rate limit is shared.
+    :param poll_interval: seconds between checks of a submitted job, doubling up to 60 s; more
+        than 0. Default 5.
+    :param job_timeout: seconds a submitted job may take before the task fails with
+        ``ConversationJobTimeoutError`` (a retry submits a new job); more than 0. Default 3600.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection (credentials and region of the
+        Genesys Cloud organisation). Default ``"genesys_llm_default"``.
     """
 
     template_fields: Sequence[str] = ("job_id", "interval_start", "interval_end", "table")
