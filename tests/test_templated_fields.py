@@ -116,6 +116,31 @@ def test_a_non_numeric_rendered_value_fails_before_any_request(airflow_home, emu
     assert "temperature rendered to 'warm' (str), which is not a number" in output, output[-4000:]
     assert "max_tokens rendered to 'lots' (str), which is not a whole number" in output, output[-4000:]
     assert emulator.counters()["total"] == 0  # not even a token request
+    # Both tasks have retries=2: a value that renders the same every try fails at once instead.
+    assert output.count("new_state=failed") == 2 and "up_for_retry" not in output, output[-4000:]
     with psycopg.connect(pg_server.conninfo) as conn:
         created = conn.execute("SELECT to_regclass('public.templated_invalid')").fetchone()[0]
     assert created is None  # failed before the store was touched
+
+
+def test_a_task_failing_on_a_rendered_value_holds_only_masked_payloads() -> None:
+    """Rendering fails on ``temperature`` after the payloads were swapped for masked previews, so a
+    failure callback reading the task's attributes finds no raw prompt."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    with DAG("render_order", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")) as dag:
+        operator = GenesysLLMBatchCompletionOperator(
+            task_id="batch",
+            items=[{"id": "c-1", "text": "card {{ params.card }}"}],
+            system="caller {{ params.card }}",
+            temperature="{{ params.temperature }}",
+            table="results",
+        )
+    context = {"params": {"card": "4111 1111 1111 1111", "temperature": "warm"}}
+    with pytest.raises(TemplatedFieldError, match="temperature rendered to 'warm'"):
+        operator.render_template_fields(context, jinja_env=dag.get_template_env())
+    assert "4111" not in repr(operator.items) and "4111" not in repr(operator.system)
+    assert "[REDACTED:CARD]" in repr(operator.items)

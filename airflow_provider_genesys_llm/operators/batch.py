@@ -62,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
     return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
-class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, RequestFieldsMixin, BaseAsyncOperator):
+class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFieldsMixin, BaseAsyncOperator):
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
     Items come from exactly one of ``items``, ``jsonl_path`` or ``sql``. Each item has an ``id``

@@ -34,7 +34,7 @@ REQUEST_OPTIONS = (
 )
 
 
-class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, RequestFieldsMixin, BaseOperator):
+class GenesysLLMCompletionOperator(RequestFieldsMixin, MaskedRenderedFieldsMixin, BaseOperator):
     """Run one completion under governance and push its (masked) text and a usage summary to XCom.
 
     The prompt is masked before it is sent, the answer is filtered and masked before it reaches

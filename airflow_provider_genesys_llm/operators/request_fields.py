@@ -23,7 +23,10 @@ QUOTED_CHARS = 40
 
 
 class RequestFieldsMixin:
-    """Mix into an operator before ``BaseOperator``; coerces the request options after rendering.
+    """Mix into an operator before ``MaskedRenderedFieldsMixin`` and ``BaseOperator``; coerces the
+    request options after rendering. Placed first, it runs after the payloads were swapped for
+    masked previews, so a task that fails here never holds raw prompts on its attributes (where a
+    failure callback could read them).
 
     ``temperature_sweep`` says whether ``temperature`` may be a list (the batch operator completes
     each item once per temperature); a rendered string that is a JSON list (what Jinja makes of a

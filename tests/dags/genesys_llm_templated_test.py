@@ -7,6 +7,8 @@ the task before any request when a value is not a number.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import DAG, task
 
@@ -58,6 +60,8 @@ with DAG(
     schedule=None,
     start_date=START,
     params={"temperature": "warm", "max_tokens": "lots"},
+    # A retry would render the same value: the tasks must fail at once all the same.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
 ):
     GenesysLLMBatchCompletionOperator(
         task_id="batch_warm",
