@@ -69,7 +69,7 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
     and ``messages``, ``text`` or ``variables``, plus optional per-item overrides of the request
     options below (``model``, ``temperature``, ``max_tokens``, ``system``, ``prompt_id``,
     ``transport``, ``response_format``, ``stop_sequences``) and ``metadata`` stored with its row.
-    Results are keyed by a keyed hash of (item id, prompt, model, parameters): with
+    Results are keyed by an HMAC of (item id, prompt, model, parameters): with
     ``skip_existing`` a retry or re-run sends only what is not stored yet, and changing the prompt
     or a parameter makes new rows instead of overwriting old ones. The task returns (XCom) a
     manifest of counts, tokens, cost, latencies and the audit chain's head, never texts.
