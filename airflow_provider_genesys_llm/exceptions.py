@@ -44,6 +44,17 @@ class TranscriptDownloadError(GenesysLLMTaskError):
     the interval idempotently (transient)."""
 
 
+class TemplatedFieldError(AirflowFailException, ValueError):
+    """A templated request option rendered to a value the field cannot take (``temperature="warm"``).
+
+    Raised right after rendering, before any connection or spend; an ``AirflowFailException``, so
+    Airflow does not retry it (another try renders the same value), and a ``ValueError`` like every
+    other invalid-argument error of the operators.
+    """
+
+    transient = False
+
+
 class OutputValidationFailedError(GenesysLLMTaskError, AirflowFailException):
     """The answer stayed invalid under ``output_schema`` after ``output_retries`` re-asks.
 

@@ -56,7 +56,21 @@ def _is_message(message: Any) -> bool:
 
 
 class GenesysLLMDecoratedOperator(DecoratedOperator, GenesysLLMCompletionOperator):
-    """The operator behind ``@task.genesys_llm``: the callable's return value becomes ``messages``."""
+    """The operator behind ``@task.genesys_llm``: the callable's return value becomes ``messages``.
+
+    :param python_callable: the decorated function; it returns the prompt (a non-empty string, sent
+        as one user message) or the chat messages (a non-empty list of ``{"role", "content"}``
+        dicts). Anything else fails the task with ``PromptTypeError`` before any request.
+    :param op_args: positional arguments of the function (often an upstream task's XCom),
+        templated; the rendered-template store keeps a masked preview, the function gets the
+        real values. Default ``None``.
+    :param op_kwargs: keyword arguments of the function, templated and masked like ``op_args``;
+        context keys it names (``ds``, ``ti``, ...) are filled in too. Default ``None``.
+
+    Every other keyword argument is ``GenesysLLMCompletionOperator``'s (``system``, ``model``,
+    ``temperature``, ``max_tokens``, ``prompt_id``, ``response_format``, ``audit_conn_id``, ...,
+    the request options templated as there) or ``BaseOperator``'s; ``messages`` is refused.
+    """
 
     custom_operator_name: str = "@task.genesys_llm"
     template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *GenesysLLMCompletionOperator.template_fields)
@@ -104,9 +118,13 @@ class GenesysLLMDecoratedOperator(DecoratedOperator, GenesysLLMCompletionOperato
 def genesys_llm_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
     """Wrap a function that returns a prompt (or messages) into a governed Genesys LLM completion task.
 
-    ``kwargs`` are ``GenesysLLMCompletionOperator``'s and ``BaseOperator``'s. The task's return value
-    is the completion operator's result dict, so ``multiple_outputs`` defaults to ``False`` whatever
-    the function's return annotation says (it describes the prompt, not the task's output).
+    :param python_callable: the function; ``None`` when the decorator is called with arguments
+        (``@task.genesys_llm(system=...)``).
+    :param kwargs: ``GenesysLLMCompletionOperator``'s (see ``GenesysLLMDecoratedOperator``) and
+        ``BaseOperator``'s. ``multiple_outputs`` defaults to ``False`` whatever the function's return
+        annotation says: the annotation describes the prompt, while the task's return value is the
+        completion operator's result dict; set it to ``True`` to push each key of that dict as its
+        own XCom.
     """
     kwargs.setdefault("multiple_outputs", False)
     return task_decorator_factory(

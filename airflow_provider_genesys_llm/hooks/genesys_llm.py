@@ -53,6 +53,14 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
     Governance is on by default: prompts and texts to embed are masked before they leave, answers
     are filtered and masked before they are returned (``governance=Governance(...)`` configures
     it). ``governance=False`` is the explicit opt-out for callers that govern text themselves.
+
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection: OAuth client id (login) and secret
+        (password), and ``GatewayConfig`` fields as extras (region, model, transport, limits,
+        coordination, prices, budgets); unknown extras are refused. Default ``"genesys_llm_default"``.
+    :param governance: ``True`` (default): PII masking and the built-in output filters; a
+        ``Governance`` for other patterns, output policy or filters; ``False`` for none.
+    :param priority: class of this hook's completions in the fleet's shared gate when the
+        connection enables coordination: ``"interactive"`` is served before ``"backfill"`` (default).
     """
 
     conn_name_attr = "genesys_llm_conn_id"
@@ -83,12 +91,15 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's labels and hidden fields, from the provider info (one source)."""
         from ..get_provider_info import get_provider_info
 
         return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
 
     @cached_property
     def config(self) -> GatewayConfig:
+        """The connection as a validated ``GatewayConfig`` (read once per hook; blocking: in a
+        coroutine use ``aget_config``)."""
         return self._config_from(self.get_connection(self.genesys_llm_conn_id))
 
     async def aget_config(self) -> GatewayConfig:
@@ -209,6 +220,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return self._run(complete_governed(self.get_conn(), request, self._governance()))
 
     async def acomplete(self, messages: Sequence[Any] | None = None, **options: Any) -> CompletionResult:
+        """``complete`` on the running event loop (same options, same governance)."""
         return await self._acomplete_with(await self.aget_async_client(), messages, **options)
 
     async def _acomplete_with(
@@ -247,9 +259,12 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
     # --- other endpoints ------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        """Vectors of ``texts`` in input order (masked first unless governance is off), in calls of
+        at most 256 texts; ``model`` defaults to the connection's ``embedding_model``."""
         return self._run(self.get_conn().embed(self._outgoing(texts), model=model))
 
     async def aembed(self, texts: Sequence[str], *, model: str | None = None) -> list[list[float]]:
+        """``embed`` on the running event loop; usable as the batch operator's ``embedder``."""
         return await (await self.aget_async_client()).embed(self._outgoing(texts), model=model)
 
     # --- conversation transcripts (real Genesys Cloud APIs) --------------------------------
@@ -273,6 +288,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return self._run(_job_status(self.get_conn(), job_id, retry))
 
     async def aget_conversation_job(self, job_id: str, *, retry: bool = True) -> JobStatus:
+        """``get_conversation_job`` on the running event loop."""
         return await _job_status(await self.aget_async_client(), job_id, retry)
 
     def count_conversations(self, job_id: str) -> int:
@@ -280,6 +296,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return self._run(_count(self.get_conn(), job_id))
 
     async def acount_conversations(self, job_id: str) -> int:
+        """``count_conversations`` on the running event loop."""
         return await _count(await self.aget_async_client(), job_id)
 
     def get_status(self, *, retry: bool = True) -> GatewayStatus:
@@ -287,6 +304,7 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return self._run(self.get_conn().status(attempts=None if retry else 1))
 
     async def aget_status(self, *, retry: bool = True) -> GatewayStatus:
+        """``get_status`` on the running event loop."""
         client = await self.aget_async_client()
         return await client.status(attempts=None if retry else 1)
 

@@ -40,6 +40,7 @@ from .assets import batch_extra, declare_results_outlet, emits_results_asset  # 
 from .lineage import batch_lineage  # issue 11: OpenLineage
 from .metrics import StatsObserver, batch_spend
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .request_fields import RequestFieldsMixin
 from .task_options import OutputSchemaOption, output_schema_of, task_governance
 
 #: What a task does when a budget left items unsent: fail it (the default: nothing downstream
@@ -62,28 +63,126 @@ def is_transient(exc: BaseException) -> bool:
     return bool(flag) if flag is not None else not isinstance(exc, (ValueError, TypeError))
 
 
-class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOperator):
+class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFieldsMixin, BaseAsyncOperator):
     """Run a completion for every item and upsert the results, with embeddings, into pgvector.
 
-    Items come from exactly one of ``items`` (a list of dicts or an XComArg), ``jsonl_path`` or
-    ``sql`` (a query on ``source_conn_id`` with bound ``sql_parameters``, read with a server-side cursor).
-    Each item has an ``id`` and ``messages``, ``text`` or ``variables``, plus optional per-item overrides.
-    Results are keyed by a hash of (item id, prompt, model, parameters): with
-    ``skip_existing`` a retry or re-run sends only what is not stored yet.
+    Items come from exactly one of ``items``, ``jsonl_path`` or ``sql``. Each item has an ``id``
+    and ``messages``, ``text`` or ``variables``, plus optional per-item overrides of the request
+    options below (``model``, ``temperature``, ``max_tokens``, ``system``, ``prompt_id``,
+    ``transport``, ``response_format``, ``stop_sequences``) and ``metadata`` stored with its row.
+    Results are keyed by an HMAC of (item id, prompt, model, parameters): with
+    ``skip_existing`` a retry or re-run sends only what is not stored yet, and changing the prompt
+    or a parameter makes new rows instead of overwriting old ones. The task returns (XCom) a
+    manifest of counts, tokens, cost, latencies and the audit chain's head, never texts.
 
-    Fleet settings come from the connection (``coordination``, ``price_table``, ``budgets``):
-    ``priority`` is this task's class in the shared gate (``"interactive"`` for scheduled work that
-    must not wait behind backfills); with coordination enabled, items are claimed before they are
-    paid for, so a duplicate delivery of the task pays for nothing twice (it waits up to
-    ``claim_wait_seconds`` for items another delivery holds). When a budget runs out, the rest
-    is left unsent and counted (``deferred_by_budget``) and ``on_budget_exhausted`` decides the
-    task's state: ``"fail"`` (default, not retried: a retry today meets the same budget),
-    ``"skip"`` or ``"succeed"``; a run on a later day sends what was deferred.
-    ``dry_run=True`` spends nothing on the items: it returns (and logs) the plan, i.e. items,
-    already stored, and the tokens, cost and time of the rest, scaled from stored results of the
-    model; with none stored it first runs ``plan_sample_items`` items for real (stored, so never paid
-    again), or refuses when that is 0.
+    Fleet settings come from the connection's extras (``coordination``, ``price_table``,
+    ``budgets``); the parameters below choose this task's place in them.
 
+    :param table: results table, created if missing with ``<table>_failures`` beside it; a plain
+        name (a dotted one is refused: use ``schema``), templated. Its asset
+        (``x-genesys-llm://<postgres_conn_id>/<schema>/<table>``) gets an event on success.
+    :param postgres_conn_id: Airflow ``postgres`` connection of the results database (a Unix-socket
+        directory as host works). Default ``"postgres_default"``.
+    :param schema: schema of the results and failures tables (and of the erasure tombstones that
+        are checked before enrichment); it must exist. Default ``"public"``.
+    :param items: the items as a list of dicts, an iterable or an ``XComArg``, templated. A string
+        or a single dict is refused (it would be read per character or per key). Airflow's
+        rendered-template store keeps only a masked, truncated preview. Default ``None``.
+    :param jsonl_path: a JSON-lines file of items, read lazily in bounded memory, templated; a line
+        that is not JSON, over 4 MiB or nested too deep becomes an invalid item of its own.
+        Default ``None``.
+    :param sql: a query whose rows (columns named as item fields) are the items, read with a
+        server-side cursor so a large source streams, templated. Default ``None``.
+    :param sql_parameters: values bound to ``sql``'s ``%(name)s`` placeholders (never formatted into
+        it), templated and masked in the rendered-template store. Default ``None``.
+    :param source_conn_id: Postgres connection ``sql`` runs on. Default: ``postgres_conn_id``; set
+        it when the items live in another database than the results.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection: credentials, region, and the
+        defaults of every option left ``None`` here (model, transport, concurrency, rate limits,
+        fleet coordination, prices, budgets). Default ``"genesys_llm_default"``.
+    :param model: model of every item that names none, templated (a rendered string is used as
+        is). Default ``None``: the connection's ``model``. Part of the result key, so a new model
+        completes every item again.
+    :param temperature: sampling temperature, or a list of them for a sweep (each item is
+        completed once per value, each result its own row), templated: a rendered ``"0.2"`` or
+        ``"[0.2, 0.7]"`` is read as the number or list. Checked against the model's range
+        (``0..2`` over WebSocket, ``0..1`` over SSE by default) per item. Default ``None``: 0.7.
+    :param max_tokens: most tokens an answer may have, templated (a rendered ``"256"`` is read as
+        an int). Answers that reach it end with ``finish_reason="length"``. Default ``None``:
+        1024; at most the model's capacity.
+    :param system: system prompt of every item that has none, templated and masked in the
+        rendered-template store; it is masked before it is sent like the prompt. Default ``None``.
+    :param prompt_id: a server-side prompt template, filled from each item's ``variables``,
+        templated (WebSocket transport only). Default ``None``.
+    :param transport: ``"websocket"`` or ``"sse"``. Default ``None``: the connection's
+        ``transport`` (``"websocket"``); SSE needs ``messages`` and allows temperatures up to 1.
+    :param response_format: ``"json"`` asks the model for a JSON answer (see ``embed="json:<field>"``);
+        ``"text"`` for prose. Default ``None``: the gateway's default.
+    :param concurrency: completions in flight at once in this task. Default ``None``: the
+        connection's ``max_concurrency`` (10), which also caps a larger value; with fleet
+        coordination the fleet's shared limit applies on top. Raise it for throughput, lower it to
+        leave the gateway's quota to other tasks.
+    :param chunk_size: results written (and embedded) per database round trip; at most
+        ``chunk_size + concurrency`` results are held in memory. Default 500; lower it for very
+        large answers, raise it to cut round trips.
+    :param skip_existing: skip items whose result id is already stored (and embed paid-for answers
+        an earlier attempt could not embed, without asking the gateway again). Default ``True``;
+        ``False`` completes and overwrites every item again (paid again).
+    :param max_failed_ratio: share of the input (failed completions plus invalid items, over all
+        items) the task tolerates before it fails with ``BatchFailedError``; whatever succeeded is
+        stored either way, and a retry sends only the failed items. Default 0.0 (any failure fails
+        the task); between 0 and 1.
+    :param embed: what is embedded into each row's vector: ``"completion"`` (the answer, default),
+        ``"source"`` (the item's text), or ``"json:<field>"`` (one field of a JSON answer; an answer
+        without it falls back to the whole answer, counted in the manifest and marked on the row).
+    :param embedder: an async callable from a list of texts to their vectors (for example an
+        OpenAI-compatible embeddings API, see the README). Default ``None``: the gateway's
+        embeddings endpoint on the same connection. Texts are masked before they are embedded.
+    :param embedding_dimension: length of the vectors, fixed by the table once created (a table
+        with another dimension fails the task without retries). Default 384; 1 to 16,000, at most
+        2,000 with an index.
+    :param index_mode: ``"hnsw"`` (default) creates the HNSW cosine index with the table;
+        ``"deferred"`` builds it after the batch (an index makes every insert much slower: use it
+        for a large first load); ``"none"`` never creates one.
+    :param progress_interval_seconds: seconds between progress lines (done, failed, rate, ETA) in
+        the task log. Default 30.
+    :param mask_prompts: redact PII in prompts, system prompts, variables and stop sequences
+        before they are sent. Default ``True``; ``False`` sends them as written (ids, metadata and
+        logs are still masked, answers follow ``output_masking``), for gateways inside the data's
+        trust boundary.
+    :param output_masking: what PII in an answer does: ``"redact"`` (default) masks it before it is
+        stored; ``"fail"`` fails that item (recorded, without the value); ``"flag"`` stores it
+        unmasked and counts the findings.
+    :param extra_pii_patterns: more detectors, by name, masked like the built-in ones, e.g.
+        ``{"EMPLOYEE_ID": r"EMP-\\d{6}"}``. Default ``None``.
+    :param output_filters: safety filters applied to each answer before masking. Default ``None``:
+        the built-in filters (reasoning blocks and generation-error lines removed); ``[]`` turns
+        them off.
+    :param audit_table: the hash-chained audit table one record per completion and one per task
+        are appended to (created if missing). Default ``"genesys_llm_audit"``; ``None`` keeps the
+        records in the task log only.
+    :param audit_conn_id: Postgres connection of the audit table. Default: ``postgres_conn_id``;
+        set it to a connection with the least-privilege writer role (``create-writer-role``).
+    :param compliance_tag: tag carried by every audit record of the task, for the auditors'
+        queries. Default ``"GENESYS_AI_GATEWAY_V2"``.
+    :param id_key_variable: Airflow Variable holding the deployment's HMAC key for result ids,
+        request ids and prompt fingerprints; the task fails before any request when it is unset.
+        Default ``"genesys_llm_id_key"``.
+    :param priority: this task's class in the fleet's shared gate (with coordination):
+        ``"interactive"`` for scheduled work that must not wait behind backfills, ``"backfill"``
+        (default) otherwise.
+    :param on_budget_exhausted: the task's state when a budget of the connection left items unsent
+        (``deferred_by_budget`` in the manifest; a later run sends exactly them): ``"fail"``
+        (default, without retries: a retry today meets the same budget), ``"skip"`` or ``"succeed"``.
+    :param claim_wait_seconds: with coordination, items are claimed before they are paid for, so a
+        duplicate delivery of the task pays for nothing twice; this is how long it waits for items
+        another delivery holds before leaving them to it. Default 60.
+    :param dry_run: spend nothing on the items: return (and print) the plan, i.e. items, already
+        stored, and the tokens, cost and time of the rest, scaled from stored results of the
+        model. Needs the connection's ``price_table``. Default ``False``.
+    :param plan_sample_items: with ``dry_run`` and no stored results of the model to scale from,
+        this many items are first completed for real (and stored, so never paid again); 0 refuses
+        to plan instead. Default 5.
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
         string is parsed as JSON) every answer must be a valid object of; ``response_format`` then
         defaults to ``json``. Valid objects are stored in the ``output`` jsonb column, and
@@ -105,10 +204,14 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         "system",
         "prompt_id",
         "table",
+        "model",
+        "temperature",
+        "max_tokens",
         "output_schema",
     )
     template_fields_renderers = {"sql": "sql", "items": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
+    temperature_sweep = True
 
     def __init__(
         self,
@@ -123,8 +226,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         source_conn_id: str | None = None,
         genesys_llm_conn_id: str = GenesysLLMHook.default_conn_name,
         model: str | None = None,
-        temperature: float | list[float] | None = None,
-        max_tokens: int | None = None,
+        temperature: float | list[float] | str | None = None,
+        max_tokens: int | str | None = None,
         system: str | None = None,
         prompt_id: str | None = None,
         transport: str | None = None,
@@ -246,10 +349,16 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             ) from exc
 
     async def _run(self, context: Context) -> dict[str, Any]:
-        id_key = get_id_key(self.id_key_variable)  # before any spend
+        # Blocking work (Variable and Connection lookups, DDL, queries) runs in threads, never on the
+        # loop. Lookups are requests to the task supervisor over one channel that takes a lock per
+        # request, so any thread may make them (airflow.sdk.execution_time.comms); a blocking request
+        # from the loop's own thread while an async one (``aget_connection``) holds the lock is
+        # refused by Airflow 3.3 (DeadlockImminentError) and would hang 3.2.
+        id_key = await asyncio.to_thread(get_id_key, self.id_key_variable)  # before any spend
         hook = GenesysLLMHook(self.genesys_llm_conn_id, priority=self.priority)
         client = await hook.aget_async_client()
-        store = pgvector_store_from_airflow(
+        store = await asyncio.to_thread(
+            pgvector_store_from_airflow,
             self.postgres_conn_id,
             table=self.table,
             schema=self.schema,
@@ -258,16 +367,16 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         )
         try:
             schema = output_schema_of(self.output_schema, embed=self.embed, columns=self.output_columns)
-            store.ensure_schema()
+            await asyncio.to_thread(store.ensure_schema)
             if schema is not None and self.output_columns:
-                store.ensure_output_columns(schema.sql_columns(self.output_columns))
+                await asyncio.to_thread(store.ensure_output_columns, schema.sql_columns(self.output_columns))
             if self.plan_only:
                 return await self._plan(context, hook, client, store, id_key)
-            items, total = self._source()
+            items, total = await asyncio.to_thread(self._source)
             return await self._batch(context, hook, client, store, id_key, items, total)
         finally:
             await client.aclose()
-            store.close()
+            await asyncio.to_thread(store.close)
 
     async def _plan(
         self, context: Context, hook: GenesysLLMHook, client: GatewayClient, store: PgVectorStore, id_key: IdKey
@@ -286,7 +395,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
                     f"dry_run: {self.schema}.{self.table} holds no results of model {model!r} to sample, and "
                     "plan_sample_items is 0; allow a few items to run for real (plan_sample_items=5)"
                 )
-            items, _ = self._source()
+            items, _ = await asyncio.to_thread(self._source)
             self.log.info(
                 "plan: no stored results of %s to sample; completing %d items for real (stored, never paid again)",
                 model,
@@ -297,7 +406,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             )
             sampled_now = sampled["counts"]["succeeded"]
             sample = await asyncio.to_thread(store.usage_sample, model)
-        items, _ = self._source()
+        items, _ = await asyncio.to_thread(self._source)
         plan = await asyncio.to_thread(
             plan_batch,
             items,
@@ -358,7 +467,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         items: Iterable[Any],
         total: int | None,
     ) -> dict[str, Any]:
-        audit = audit_store(self.audit_conn_id, self.audit_table) if self.audit_table else None
+        audit = await asyncio.to_thread(audit_store, self.audit_conn_id, self.audit_table) if self.audit_table else None
         run_context = RunContext(**record_context(context, owner=self.owner, conn_id=self.genesys_llm_conn_id))
         settings = BatchSettings(
             concurrency=self.concurrency or client.config.max_concurrency,
@@ -370,9 +479,8 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             output_retries=self.output_retries,
         )
         # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
-        digests = await asyncio.to_thread(
-            stored_digests, partial(psycopg.connect, store_conninfo(self)), schema=self.schema
-        )
+        conninfo = await asyncio.to_thread(store_conninfo, self)
+        digests = await asyncio.to_thread(stored_digests, partial(psycopg.connect, conninfo), schema=self.schema)
         self._erased = TombstoneList(id_key, digests) if digests else None
         if self._erased is not None:
             items = self._erased.filter_items(items)
@@ -394,7 +502,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         try:
             await runner.run(items)
             if self.index_mode == "deferred":
-                store.build_index(concurrently=True)
+                await asyncio.to_thread(store.build_index, concurrently=True)
         except BaseException as exc:
             error = exc
             raise
@@ -466,11 +574,12 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         self.log.info("%s", AuditLog.to_log_line(record))
         head = None
         if audit is not None:
-            audit.append([record])
+            await asyncio.to_thread(audit.append, [record])
             head = publish_head(audit)
+        asset_uri = await asyncio.to_thread(lambda: store.asset_uri)  # connects when the location is unknown
         manifest = stats.manifest(
             sink_table=f"{self.schema}.{self.table}",
-            asset_uri=store.asset_uri,
+            asset_uri=asset_uri,
             run_key=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}",
             client=client.stats.snapshot(client),
             task_audit=record.model_dump(mode="json"),
@@ -478,7 +587,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             skipped_erased=self._erased.skipped if self._erased is not None else 0,
         )
         self.log.info("batch manifest: %s", manifest)
-        ti.xcom_push(key="return_value", value=manifest)
+        await asyncio.to_thread(ti.xcom_push, key="return_value", value=manifest)
         if client.config.analytics_webhook_url:
             delivered = await client.publish_analytics({"event": "genesys_llm.batch", **manifest})
             self.log.info("analytics webhook %s", "delivered" if delivered else "failed (task not affected)")

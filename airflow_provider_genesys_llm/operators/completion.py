@@ -20,6 +20,7 @@ from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from .metrics import StatsObserver
 from .rendered_fields import MaskedRenderedFieldsMixin
+from .request_fields import RequestFieldsMixin
 from .task_options import OutputSchemaOption, output_schema_of, task_governance
 
 #: Request options the operator passes through to the hook.
@@ -36,7 +37,7 @@ REQUEST_OPTIONS = (
 )
 
 
-class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
+class GenesysLLMCompletionOperator(RequestFieldsMixin, MaskedRenderedFieldsMixin, BaseOperator):
     """Run one completion under governance and push its (masked) text and a usage summary to XCom.
 
     The prompt is masked before it is sent, the answer is filtered and masked before it reaches
@@ -44,24 +45,48 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
     audit chain when ``audit_conn_id`` is set), and the completion metrics are emitted. The
     rendered-template store keeps only masked previews of ``messages``, ``variables`` and ``system``.
 
-    :param messages: chat messages (``[{"role": "user", "content": "..."}]``), templated.
-    :param prompt_id: server-side prompt template (with ``variables``), instead of or with messages.
-    :param variables: values for the server-side template, templated.
-    :param system: system prompt, templated.
-    :param model: model name; default: the connection's ``model``.
-    :param temperature: sampling temperature; default: the protocol's default.
-    :param max_tokens: most tokens to generate; default: the protocol's default.
-    :param stop_sequences: sequences that end the answer.
-    :param transport: ``websocket`` or ``sse``; default: the connection's ``transport``.
-    :param response_format: ``json`` or ``text``.
-    :param genesys_llm_conn_id: the ``genesys_llm`` connection.
-    :param mask_prompts: redact PII in the prompt before it is sent (default ``True``).
-    :param output_masking: ``redact`` (default), ``fail`` or ``flag`` for PII in the answer.
-    :param extra_pii_patterns: more detectors by name, ``{"EMPLOYEE_ID": r"EMP-\\d{6}"}``.
-    :param output_filters: safety filters; default: reasoning blocks and generation-error lines.
-    :param audit_conn_id: a Postgres connection holding the audit chain; ``None``: task log only.
-    :param audit_table: the audit chain's table.
-    :param id_key_variable: the Airflow Variable holding the HMAC key for prompt fingerprints.
+    :param messages: chat messages (``[{"role": "user", "content": "..."}]``), templated and masked
+        in the rendered-template store. A string is refused (pass a list). Default ``None``; give
+        ``messages``, ``prompt_id`` or both.
+    :param prompt_id: a server-side prompt template, filled from ``variables``, templated
+        (WebSocket transport only). Default ``None``.
+    :param variables: values for ``prompt_id``'s placeholders, templated and masked before they are
+        sent and in the rendered-template store. Default ``None``.
+    :param system: system prompt, templated; masked before it is sent and in the rendered-template
+        store. Default ``None``: none.
+    :param model: model to ask, templated (a rendered string is used as is). Default ``None``: the
+        connection's ``model``.
+    :param temperature: sampling temperature, templated: a rendered ``"0.2"`` is read as 0.2, a
+        value that is not a number fails the task before any request. Checked against the model's
+        range (``0..2`` over WebSocket, ``0..1`` over SSE by default). Default ``None``: 0.7.
+    :param max_tokens: most tokens the answer may have, templated (a rendered ``"256"`` is read as
+        256). Default ``None``: 1024; at most the model's capacity.
+    :param stop_sequences: sequences that end the answer (masked before they are sent).
+        Default ``None``: none.
+    :param transport: ``"websocket"`` or ``"sse"``. Default ``None``: the connection's
+        ``transport`` (``"websocket"``); SSE needs ``messages`` and allows temperatures up to 1.
+    :param response_format: ``"json"`` asks the model for a JSON answer, ``"text"`` for prose.
+        Default ``None``: the gateway's default.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection (credentials, region, defaults).
+        Default ``"genesys_llm_default"``.
+    :param mask_prompts: redact PII in messages, system prompt, variables and stop sequences before
+        they are sent. Default ``True``; ``False`` sends them as written (the audit record and log
+        still hold only masked text), for gateways inside the data's trust boundary.
+    :param output_masking: what PII in the answer does: ``"redact"`` (default) masks it before XCom
+        and the log; ``"fail"`` fails the task (audited, without the value); ``"flag"`` passes the
+        text on unmasked and counts the findings.
+    :param extra_pii_patterns: more detectors by name, masked like the built-in ones,
+        ``{"EMPLOYEE_ID": r"EMP-\\d{6}"}``. Default ``None``.
+    :param output_filters: safety filters applied to the answer before masking. Default ``None``:
+        the built-in filters (reasoning blocks and generation-error lines removed); ``[]`` turns
+        them off.
+    :param audit_conn_id: Postgres connection of the hash-chained audit table the completion record
+        is appended to. Default ``None``: the record goes to the task log only.
+    :param audit_table: the audit chain's table (created if missing), used with ``audit_conn_id``.
+        Default ``"genesys_llm_audit"``.
+    :param id_key_variable: Airflow Variable holding the deployment's HMAC key for request ids and
+        prompt fingerprints; the task fails before any request when it is unset.
+        Default ``"genesys_llm_id_key"``.
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
         string is parsed as JSON) the answer must be a valid object of; ``response_format`` then
         defaults to ``json``, and the task's XCom is the validated object. Checked before any spend.
@@ -70,7 +95,16 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         ``OutputValidationFailedError`` (not retried: a retry would pay again).
     """
 
-    template_fields: Sequence[str] = ("messages", "prompt_id", "variables", "system", "output_schema")
+    template_fields: Sequence[str] = (
+        "messages",
+        "prompt_id",
+        "variables",
+        "system",
+        "model",
+        "temperature",
+        "max_tokens",
+        "output_schema",
+    )
     template_fields_renderers = {"messages": "json", "variables": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("messages", "variables", "system")
 
@@ -82,8 +116,8 @@ class GenesysLLMCompletionOperator(MaskedRenderedFieldsMixin, BaseOperator):
         variables: dict[str, str] | None = None,
         system: str | None = None,
         model: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
+        temperature: float | str | None = None,
+        max_tokens: int | str | None = None,
         stop_sequences: list[str] | None = None,
         transport: str | None = None,
         response_format: str | None = None,

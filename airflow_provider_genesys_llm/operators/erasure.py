@@ -34,18 +34,31 @@ class GenesysErasureOperator(BaseOperator):
     or XCom (the counts per table). Ids passed in a DAG run's conf stay in Airflow's metadata:
     prefer a Variable or a file the task reads.
 
-    :param ids: conversation ids or source ids: a list, or a string separated by commas or
-        whitespace (e.g. ``"{{ var.value.erasure_request }}"``), templated.
-    :param postgres_conn_id: the Postgres connection holding the pipeline's tables.
-    :param schema: the tables' schema.
-    :param transcripts_table: the landing table; ``None``: none.
-    :param results_tables: results tables (each with its ``_failures`` table); ``None``: every
-        results table found in ``schema``.
-    :param tombstones_table: the tombstone table, created if missing.
-    :param audit_table: the audit chain the erasure record is appended to.
-    :param vacuum: ``VACUUM`` the tables afterwards, so deleted rows leave the table files.
-    :param genesys_llm_conn_id: whose governance masked the stored source ids (no gateway call).
-    :param id_key_variable: the Airflow Variable holding the id key.
+    :param ids: conversation ids or source ids (``conversation:communication:transcript``; an id
+        erases rows whose source id is it or starts with it and ``:``): a list, or a string
+        separated by commas or whitespace (e.g. ``"{{ var.value.erasure_request }}"``), templated.
+        Required.
+    :param postgres_conn_id: Airflow ``postgres`` connection of the pipeline's tables. Required:
+        erasure never guesses which database holds personal data.
+    :param schema: schema of every table below. Default ``"public"``.
+    :param transcripts_table: the landing table of ``GenesysTranscriptsToPostgresOperator``.
+        Default ``"genesys_transcripts"``; ``None`` when transcripts are not landed.
+    :param results_tables: results tables of the batch operator (each with its ``_failures``
+        table). Default ``None``: every results table found in ``schema``; name them to leave
+        other tables alone.
+    :param tombstones_table: the tombstone table (keyed hashes of erased ids) checked before landing
+        and before enrichment, created if missing. Default ``"genesys_erasure_tombstones"``.
+    :param audit_table: the audit chain the erasure record (keyed hashes and counts only) is
+        appended to. Default ``"genesys_llm_audit"``.
+    :param vacuum: ``VACUUM`` the tables after the commit, so deleted rows leave the table files
+        instead of waiting for autovacuum. Default ``True``; ``False`` for very large tables
+        vacuumed on a schedule of their own.
+    :param genesys_llm_conn_id: the hook the erasure runs through; no gateway call is made and
+        nothing is read from it. Ids that masking alters (stored as shared placeholders, so left
+        alone and counted in the report) are found with the default PII masker: ids that only the
+        pipeline's ``extra_pii_patterns`` alter are not counted. Default ``"genesys_llm_default"``.
+    :param id_key_variable: Airflow Variable holding the deployment's id key (the one the pipeline
+        used, or the tombstones would not match). Default ``"genesys_llm_id_key"``.
     """
 
     template_fields: Sequence[str] = ("ids",)

@@ -38,6 +38,36 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
 
     A job the operator submits is checked ``poll_interval`` apart (doubling up to 60 s) for at
     most ``job_timeout`` seconds; then the task fails with ``ConversationJobTimeoutError``.
+    Conversations erased with ``GenesysErasureOperator`` are never landed again. Returns (XCom)
+    the counts: conversations, transcripts, rows written, skipped as erased.
+
+    :param postgres_conn_id: Airflow ``postgres`` connection of the landing table.
+        Default ``"postgres_default"``.
+    :param table: the landing table, created if missing, templated. Re-landing an interval rewrites
+        only rows whose content changed. Default ``"genesys_transcripts"``.
+    :param schema: the table's schema (and of the erasure tombstones checked before landing); it
+        must exist. Default ``"public"``.
+    :param job_id: a conversation-details job that is already ``FULFILLED`` (for example
+        ``GenesysConversationJobSensor``'s XCom), templated; it is read as is, without waiting.
+        Default ``None``: the operator submits a job for the interval and waits for it.
+    :param interval_start: start of the interval (inclusive) when the operator submits the job, a
+        datetime or an ISO-8601 string, templated. Default ``None``: the run's
+        ``data_interval_start``; set both bounds for a run without a data interval.
+    :param interval_end: end of the interval (exclusive), as ``interval_start``; cut at Genesys'
+        ``dataAvailabilityDate``, and nothing is landed when no data is available yet.
+        Default ``None``: the run's ``data_interval_end``.
+    :param mask_pii: redact PII in the transcript text and in every string of the raw document
+        before they are stored. Default ``True``; ``False`` stores them as Genesys returns them,
+        for a landing table inside the data's trust boundary.
+    :param concurrency: transcripts downloaded at once (each pre-signed URL is fetched right after
+        it is issued). Default 8; raise it for large intervals, lower it when the organisation's
+        API rate limit is shared.
+    :param poll_interval: seconds between checks of a submitted job, doubling up to 60 s; more
+        than 0. Default 5.
+    :param job_timeout: seconds a submitted job may take before the task fails with
+        ``ConversationJobTimeoutError`` (a retry submits a new job); more than 0. Default 3600.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection (credentials and region of the
+        Genesys Cloud organisation). Default ``"genesys_llm_default"``.
     """
 
     template_fields: Sequence[str] = ("job_id", "interval_start", "interval_end", "table")
@@ -119,7 +149,8 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
     @count_outcomes(TRANSCRIPTS)  # issue 11
     @emits_results_asset(transcripts_extra)  # issue 11
     async def aexecute(self, context: Context) -> dict[str, Any]:
-        # Connection and Variable lookups and the DDL block: none of them runs on the event loop.
+        # Connection and Variable lookups and the DDL block: none of them runs on the event loop (why: the
+        # comment in GenesysLLMBatchCompletionOperator._run).
         hook = GenesysLLMHook(self.genesys_llm_conn_id)
         source = TranscriptSource(await hook.aget_async_client())
         connect = await asyncio.to_thread(postgres_connect, self.postgres_conn_id)
@@ -146,7 +177,7 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
         summary = {"job_id": job_id, "table": f"{self.schema}.{self.table}", **stats.summary()}
         self.log.info("landed transcripts: %s", summary)
         if stats.failed_ids:
-            context["ti"].xcom_push(key="return_value", value=summary)
+            await asyncio.to_thread(context["ti"].xcom_push, key="return_value", value=summary)  # a supervisor request
             raise TranscriptDownloadError(
                 f"{len(stats.failed_ids)} transcripts could not be downloaded; everything else is stored, "
                 "and a retry re-lands the interval idempotently",

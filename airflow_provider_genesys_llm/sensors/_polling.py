@@ -42,6 +42,9 @@ class DeadlinePollingSensor(BaseSensorOperator, Generic[State]):
 
     ``timeout`` bounds the wait in every mode; when it runs out the task fails with
     ``AirflowSensorTimeout`` naming the last state (``State.describe()``).
+
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection both the pokes and the trigger use.
+    :param deferrable: wait in the triggerer instead of a worker slot (needs ``poke_interval > 0``).
     """
 
     #: Names the trigger in messages about its events, e.g. "the gateway trigger".

@@ -34,11 +34,15 @@ class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
     ``waited_seconds`` covers this attempt (this trigger run, when deferred; this try, in
     reschedule mode).
 
-    :param job_id: the ``jobId`` of the job (templated).
-    :param genesys_llm_conn_id: the ``genesys_llm`` connection.
+    :param job_id: the ``jobId`` of the job (for example the return value of a task that called
+        ``GenesysLLMHook.submit_conversation_job``), templated; letters, digits, ``.``, ``_`` and
+        ``-`` only, checked when the DAG is parsed (a literal) or rendered (a template). Required.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection of the organisation that owns the
+        job, templated. Default ``"genesys_llm_default"``.
     :param deferrable: wait in the triggerer instead of a worker slot. The trigger checks first
         at once, then ``poke_interval`` apart; with ``exponential_backoff=True`` the interval
-        doubles up to ``max_wait`` (default 600 s), in both modes.
+        doubles up to ``max_wait`` (default 600 s), in both modes. Default: the
+        ``[operators] default_deferrable`` setting (``False``).
 
     ``timeout`` bounds the wait in every mode; when it runs out the task fails with
     ``AirflowSensorTimeout`` naming the last state.

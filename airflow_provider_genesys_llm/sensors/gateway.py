@@ -40,16 +40,25 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
     ``"probe": {"connect_ms", "ttft_ms", "total_ms"}`` when probed. ``checks`` counts the checks of
     this attempt (of this trigger run, when deferred; of this try, in reschedule mode).
 
-    :param genesys_llm_conn_id: the ``genesys_llm`` connection.
-    :param accept_degraded: also accept status ``degraded``.
-    :param min_remaining_requests: requests that must be left in the rate-limit window.
+    :param genesys_llm_conn_id: the ``genesys_llm`` connection, templated.
+        Default ``"genesys_llm_default"``.
+    :param accept_degraded: also accept status ``degraded`` (the gateway serves, but reports
+        reduced service). Default ``False``; ``True`` for work that must start anyway.
+    :param min_remaining_requests: requests that must be left in the caller's rate-limit window, so
+        a batch does not start into a 429; at least 0. Default 1; raise it to about the batch's
+        first burst (its concurrency).
     :param probe: once ready, run one tiny completion and report connect (TCP, TLS and WebSocket
-        handshake) time, time to first token and total time. **A probe is a billed call.**
-    :param probe_prompt: the probe's user message.
-    :param probe_max_tokens: the probe's ``max_tokens``.
+        handshake) time, time to first token and total time; a probe that fails transiently counts
+        as "not ready yet". **A probe is a billed call.** Default ``False``.
+    :param probe_prompt: the probe's user message, templated; masked before it is sent, in the
+        rendered-template store and in the trigger's stored arguments.
+        Default ``"Reply with the single word OK."``.
+    :param probe_max_tokens: the probe's ``max_tokens``: enough to see a first token, little to pay
+        for; an integer of at least 1. Default 8.
     :param deferrable: wait in the triggerer instead of a worker slot. The trigger checks first
         at once, then ``poke_interval`` apart; with ``exponential_backoff=True`` the interval
-        doubles up to ``max_wait`` (default 600 s), in both modes.
+        doubles up to ``max_wait`` (default 600 s), in both modes. Default: the
+        ``[operators] default_deferrable`` setting (``False``).
 
     ``timeout`` bounds the wait in every mode; when it runs out the task fails with
     ``AirflowSensorTimeout`` naming the last status and remaining count.
