@@ -187,13 +187,13 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
         string is parsed as JSON) every answer must be a valid object of; ``response_format`` then
         defaults to ``json``. Valid objects are stored in the ``output`` jsonb column, and
         ``embed="json:<field>"`` embeds that field. Checked (with ``embed`` and ``output_columns``)
-        before any spend.
+        before any spend. Default ``None``: answers are stored as text, unchecked.
     :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
         completion carrying the validation reason; an item still invalid is a failure
         (``OutputValidationError``) counted against ``max_failed_ratio``.
     :param output_columns: schema fields (string, enum, integer, number or boolean) to store as
         typed columns generated from ``output``, for ``GROUP BY`` (a clash with an existing column
-        is refused).
+        is refused). Default ``()``: the values stay in ``output`` only.
     """
 
     template_fields: Sequence[str] = (

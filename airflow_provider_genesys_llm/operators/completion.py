@@ -90,6 +90,7 @@ class GenesysLLMCompletionOperator(RequestFieldsMixin, MaskedRenderedFieldsMixin
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
         string is parsed as JSON) the answer must be a valid object of; ``response_format`` then
         defaults to ``json``, and the task's XCom is the validated object. Checked before any spend.
+        Default ``None``: the XCom is the result dict with the (masked) answer as text.
     :param output_retries: re-asks of an invalid answer (default 2), each a paid, audited
         completion carrying the validation reason; an answer still invalid fails the task with
         ``OutputValidationFailedError`` (not retried: a retry would pay again).
