@@ -14,6 +14,10 @@ masked result dict. Keyword arguments of the decorator are the operator's (``sys
 The function's arguments often carry customer text (a transcript from XCom): like the prompt
 fields, ``op_args`` and ``op_kwargs`` reach Airflow's rendered-template store only as masked
 previews, and the function itself gets the real values.
+
+With ``output_schema`` (a pydantic model class or a JSON-schema dict, templated) and
+``output_retries``, the answer is validated and re-asked as on the operator, and the task's XCom
+is the validated object.
 """
 
 from __future__ import annotations
