@@ -52,7 +52,7 @@ class Reservoir:
 class BatchStats:
     """Outcome counts of one run; every completion of the input lands in exactly one of
     ``succeeded``, ``failed``, ``skipped_existing``, ``embedded_earlier``, ``skipped_claimed`` or
-    ``deferred_by_budget``, every item that is never sent in ``invalid``."""
+    ``deferred_by_budget`` or ``skipped_other_version``, every item that is never sent in ``invalid``."""
 
     #: Completions paid for in this run and stored (see ``awaiting_embedding`` for how many lack a vector).
     succeeded: int = 0
@@ -68,6 +68,12 @@ class BatchStats:
     skipped_claimed: int = 0
     #: Completions left unsent because a budget ran out; a later run (the next day) sends them.
     deferred_by_budget: int = 0
+    #: Items sent again because their stored rows were all of other prompt versions (``reenrich="outdated"``).
+    reenriched: int = 0
+    #: Completions not sent because their item is stored at another prompt version (``reenrich="never"``).
+    skipped_other_version: int = 0
+    #: ``{version: {"label": ..., "rows": n}}`` of the results table after the run.
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Completions whose claim expired while this run paid for them (the worker stalled past the lease).
     claims_lost: int = 0
     #: What this run's completions cost (None without a price table), in ``currency``.
@@ -109,6 +115,7 @@ class BatchStats:
             + self.embedded_earlier
             + self.skipped_claimed
             + self.deferred_by_budget
+            + self.skipped_other_version
         )
 
     @property
@@ -161,7 +168,10 @@ class BatchStats:
                 "skipped_claimed": self.skipped_claimed,
                 "deferred_by_budget": self.deferred_by_budget,
                 "claims_lost": self.claims_lost,
+                "reenriched": self.reenriched,
+                "skipped_other_version": self.skipped_other_version,
             },
+            "versions": dict(self.versions),
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
             "invalid_reasons": dict(self.invalid_reasons),

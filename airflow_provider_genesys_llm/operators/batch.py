@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from ..batch.fleet import FleetControls
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.plan import plan_batch
+from ..batch.prompt_version import PreviousVersions, Reenrich, check_version_options
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
 from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, record_context, task_audit_record
 from ..client import GatewayClient, GatewayConfig
@@ -82,9 +83,28 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
     already stored, and the tokens, cost and time of the rest, scaled from stored results of the
     model; with none stored it first runs ``plan_sample_items`` items for real (stored, so never paid
     again), or refuses when that is 0.
+
+    :param prompt_label: a human name for the prompt (``"refund-intent v2"``), stored with every
+        row next to its ``prompt_version`` (a keyed hash of system prompt, template, model and
+        parameters); not part of the version, so relabelling re-enriches nothing. Templated.
+    :param reenrich: with ``skip_existing``, what happens to an item stored at other prompt
+        versions: ``"outdated"`` (default) sends it again, ``"never"`` leaves it as it is.
+        Items already stored at the current version are never sent again.
+    :param previous_versions: ``"keep"`` (default) keeps an item's rows of other versions next to
+        the new one (tell them apart by ``prompt_version``); ``"replace"`` deletes them, and
+        resolves their failures, in the transaction that stores the item's current row.
     """
 
-    template_fields: Sequence[str] = ("items", "jsonl_path", "sql", "sql_parameters", "system", "prompt_id", "table")
+    template_fields: Sequence[str] = (
+        "items",
+        "jsonl_path",
+        "sql",
+        "sql_parameters",
+        "system",
+        "prompt_id",
+        "table",
+        "prompt_label",
+    )
     template_fields_renderers = {"sql": "sql", "items": "json"}
     masked_template_fields: ClassVar[tuple[str, ...]] = ("items", "sql_parameters", "system")
 
@@ -129,6 +149,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
         claim_wait_seconds: float = 60.0,
         dry_run: bool = False,
         plan_sample_items: int = 5,
+        prompt_label: str | None = None,
+        reenrich: Reenrich = "outdated",
+        previous_versions: PreviousVersions = "keep",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -147,6 +170,10 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             raise ValueError(f"on_budget_exhausted must be 'fail', 'skip' or 'succeed', got {on_budget_exhausted!r}")
         if plan_sample_items < 0:
             raise ValueError(f"plan_sample_items must be at least 0, got {plan_sample_items}")
+        check_version_options(reenrich, previous_versions, None)  # the label is checked once rendered
+        self.prompt_label = prompt_label
+        self.reenrich: Reenrich = reenrich
+        self.previous_versions: PreviousVersions = previous_versions
         self.priority: Priority = priority
         self.on_budget_exhausted = on_budget_exhausted
         self.claim_wait_seconds = claim_wait_seconds
@@ -280,6 +307,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             requests_per_minute=(
                 config.coordination.requests_per_minute if config.coordination.enabled else config.requests_per_minute
             ),
+            stored_versions=store.stored_versions if self.skip_existing else None,
+            reenrich=self.reenrich,
+            version_parameters=self._version_parameters(),
         )
         self.log.info("%s", plan.summary())
         print(plan.summary())  # the plan is what the user asked for: on stdout as well as in the task log
@@ -293,6 +323,10 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
 
     def _request_defaults(self) -> dict[str, Any]:
         return {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
+
+    def _version_parameters(self) -> dict[str, Any]:
+        """What defines the prompt version beyond the request options (an output schema joins here)."""
+        return {}
 
     async def _fleet(self, hook: GenesysLLMHook, config: GatewayConfig, run: RunContext) -> FleetControls:
         """Claims (with coordination) and budgets (when the connection sets any) of this task."""
@@ -335,6 +369,9 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             skip_existing=self.skip_existing,
             embed=self.embed,
             progress_interval_seconds=self.progress_interval_seconds,
+            reenrich=self.reenrich,
+            previous_versions=self.previous_versions,
+            prompt_label=self.prompt_label or None,
         )
         # Erased conversations are never enriched again (sinks/erasure.py): their items are held back.
         digests = await asyncio.to_thread(
@@ -356,6 +393,7 @@ class GenesysLLMBatchCompletionOperator(MaskedRenderedFieldsMixin, BaseAsyncOper
             audit=audit,
             observer=StatsObserver(),
             fleet=await self._fleet(hook, client.config, run_context),
+            version_parameters=self._version_parameters(),
         )
         error: BaseException | None = None
         try:
