@@ -17,6 +17,8 @@ FAILED_IDS_IN_MANIFEST = 50
 AUDIT_IDS_IN_MANIFEST = 100
 #: Invalid items quoted (position, code and reason, never their text) in the log and manifest.
 INVALID_EXAMPLES = 5
+#: Prompt versions listed in the manifest (most rows first; per-item overrides can make many).
+VERSIONS_IN_MANIFEST = 20
 #: Distinct invalid-reason codes counted one by one; any further codes are counted as "other".
 INVALID_CODES = 64
 
@@ -151,6 +153,14 @@ class BatchStats:
         if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
             self.audit_ids.append(audit_id)
 
+    def _largest_versions(self) -> dict[str, dict[str, Any]]:
+        """``versions`` bounded: the largest ``VERSIONS_IN_MANIFEST``, the rest summed as ``"other"``."""
+        ranked = sorted(self.versions.items(), key=lambda entry: -int(entry[1]["rows"]))
+        shown = dict(ranked[:VERSIONS_IN_MANIFEST])
+        if rest := ranked[VERSIONS_IN_MANIFEST:]:
+            shown["other"] = {"label": f"{len(rest)} more versions", "rows": sum(int(v["rows"]) for _, v in rest)}
+        return shown
+
     def manifest(self, **extra: Any) -> dict[str, Any]:
         """The small, XCom-safe summary: counts, tokens and latencies, never texts or vectors."""
         return {
@@ -171,7 +181,7 @@ class BatchStats:
                 "reenriched": self.reenriched,
                 "skipped_other_version": self.skipped_other_version,
             },
-            "versions": dict(self.versions),
+            "versions": self._largest_versions(),
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
             "invalid_reasons": dict(self.invalid_reasons),
