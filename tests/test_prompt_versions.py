@@ -289,3 +289,42 @@ async def test_an_id_masking_changes_is_keyed_apart_and_erased_without_trace(emu
     # the tombstone is the same keyed hash as the rows' source_key: one hash, not a second one
     tombstones = {digest for (digest,) in rows(pg_connect, "SELECT id_hmac FROM genesys_erasure_tombstones")}
     assert set(gone) <= tombstones
+
+
+def test_a_table_from_before_versions_gets_the_columns_and_counts_as_unversioned(pg_connect) -> None:
+    with pg_connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE EXTENSION IF NOT EXISTS vector; CREATE TABLE {} (id text PRIMARY KEY, source_id text,"
+                " content text, embedding vector(384), model text, prompt_id text, temperature double precision,"
+                " finish_reason text, usage jsonb, timings jsonb, request_id text, correlation_id text, dag_id text,"
+                " task_id text, run_id text, content_hash text NOT NULL, metadata jsonb,"
+                " created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());"
+                " INSERT INTO {} (id, content, content_hash) VALUES ('old', 'x', 'h')"
+            ).format(sql.Identifier(pg_connect.schema, TABLE), sql.Identifier(pg_connect.schema, TABLE))
+        )
+    with store_of(pg_connect) as store:
+        store.ensure_schema()  # twice: idempotent
+        assert store.version_counts() == {"unversioned": {"label": None, "rows": 1}}
+    indexes = {
+        name for (name,) in rows(pg_connect, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+    }
+    assert {f"{TABLE}_source_key", f"{TABLE}_prompt_ver", f"{TABLE}_failed_srckey"} <= indexes
+
+
+def test_the_operator_refuses_unknown_version_options_when_the_dag_is_parsed() -> None:
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    for bad in ({"reenrich": "always"}, {"previous_versions": "merge"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GenesysLLMBatchCompletionOperator(task_id="t", table="t", items=[], **bad)
+    operator = GenesysLLMBatchCompletionOperator(
+        task_id="t",
+        table="t",
+        items=[],
+        prompt_label="{{ params.label }}",
+        reenrich="never",
+        previous_versions="replace",
+    )
+    assert "prompt_label" in operator.template_fields
+    assert (operator.reenrich, operator.previous_versions) == ("never", "replace")
