@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -188,11 +188,19 @@ class TimedSink:
         with self._clocks.sink.measure():
             return self._store.existing_ids(ids)
 
-    def upsert(self, rows: Sequence[ResultRow]) -> int:
+    def upsert(self, rows: Sequence[ResultRow], *, keep_versions: Mapping[str, Collection[str]] | None = None) -> int:
         with self._clocks.upsert.measure():
-            written = self._store.upsert(rows)
+            written = self._store.upsert(rows, keep_versions=keep_versions)
         self.rows_upserted += written
         return written
+
+    def stored_versions(self, source_keys: Iterable[str]) -> dict[str, set[str | None]]:
+        with self._clocks.sink.measure():
+            return self._store.stored_versions(source_keys)
+
+    def version_counts(self) -> dict[str, dict[str, Any]]:
+        with self._clocks.sink.measure():
+            return self._store.version_counts()
 
     def awaiting_embedding(self, ids: Iterable[str]) -> dict[str, str]:
         with self._clocks.sink.measure():

@@ -153,7 +153,7 @@ async def test_json_field_embedding_and_manifest_stay_small(emulator, pg_connect
     assert stats.embedding_fallbacks == 0
     assert manifest["counts"]["succeeded"] == 30 and manifest["tokens"]["completion"] > 0
     assert manifest["latency_ms"]["p95"] >= manifest["latency_ms"]["p50"] > 0
-    assert len(repr(manifest)) < 2000
+    assert len(repr(manifest)) < 2200  # counts and per-version rows included
 
 
 @pytest.mark.parametrize("bad", ["conv-1", b"bytes", {"id": "x"}, 42])

@@ -226,6 +226,8 @@ async def test_rerun_of_a_batch_that_passed_passes_and_sends_nothing(emulator, p
         "skipped_claimed": 0,
         "deferred_by_budget": 0,
         "claims_lost": 0,
+        "reenriched": 0,
+        "skipped_other_version": 0,
     }
 
 

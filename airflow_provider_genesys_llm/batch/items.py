@@ -28,6 +28,7 @@ from ..client.limits import build_request
 from ..client.models import CompletionRequest, Message
 from ..client.validation_errors import validation_problems
 from ..governance.keys import IdKey
+from .prompt_version import prompt_version
 
 #: Namespace for request ids derived from result ids, so a retried item keeps its request id.
 REQUEST_ID_NAMESPACE = uuid.UUID("5f0b8a64-4a55-4c1e-9b1a-6b7e0c0a3d21")
@@ -81,6 +82,8 @@ class PlannedCompletion:
     request: CompletionRequest
     source_text: str
     metadata: Mapping[str, Any]
+    #: ``prompt_version.prompt_version`` of ``request``: which prompt the stored row comes from.
+    prompt_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +102,16 @@ class InvalidItem:
     error_class: str = "RequestValidationError"
 
 
-def result_id_for(source_id: str, request: CompletionRequest, key: IdKey) -> str:
+def result_id_for(
+    source_id: str, request: CompletionRequest, key: IdKey, version_parameters: Mapping[str, Any] | None = None
+) -> str:
     """A stable, keyed id of (source id, prompt, model, parameters); never depends on request ids or time.
 
     Keyed (``IdKey``), so the id reveals nothing about the prompt to whoever lacks the key.
+    ``version_parameters`` (an output schema, say) are part of it only when given, so the ids of
+    batches without any stay what they were.
     """
-    identity = {
+    identity: dict[str, Any] = {
         "source_id": source_id,
         "model": request.model,
         "prompt_id": request.prompt_id,
@@ -116,6 +123,8 @@ def result_id_for(source_id: str, request: CompletionRequest, key: IdKey) -> str
         "max_tokens": request.max_tokens,
         "stop": list(request.stop_sequences),
     }
+    if version_parameters:
+        identity["version_parameters"] = dict(version_parameters)
     return key.digest("result", identity)[:32]
 
 
@@ -207,9 +216,17 @@ def _is_empty_prompt(messages: list[Message] | None, prompt_id: str | None) -> b
 
 
 def plan_item(
-    raw: Any, position: int, config: GatewayConfig, defaults: Mapping[str, Any], key: IdKey
+    raw: Any,
+    position: int,
+    config: GatewayConfig,
+    defaults: Mapping[str, Any],
+    key: IdKey,
+    version_parameters: Mapping[str, Any] | None = None,
 ) -> list[PlannedCompletion] | InvalidItem:
-    """Validate one raw item against the item schema and protocol section 8."""
+    """Validate one raw item against the item schema and protocol section 8.
+
+    ``version_parameters``: what else defines the prompt version (see ``batch/prompt_version.py``).
+    """
     if isinstance(raw, UnreadableItem):
         invalid_id, _ = _invalid_id({"id": raw.source_id}, position, key)
         return InvalidItem(invalid_id, raw.source_id, raw.reason, raw.code)
@@ -250,9 +267,10 @@ def plan_item(
             request = build_request(
                 config, messages=messages, variables=item.variables, temperature=temperature, **fields
             )
-            result_id = result_id_for(item.id, request, key)
+            result_id = result_id_for(item.id, request, key, version_parameters)
             request = request.model_copy(update={"request_id": str(uuid.uuid5(REQUEST_ID_NAMESPACE, result_id))})
-            planned.append(PlannedCompletion(result_id, item.id, request, source_text, item.metadata))
+            version = prompt_version(request, key, version_parameters)
+            planned.append(PlannedCompletion(result_id, item.id, request, source_text, item.metadata, version))
     except RequestValidationError as exc:
         invalid_id, _ = _invalid_id(raw, position, key)
         return InvalidItem(invalid_id, item.id, exc.message, "request_limit")

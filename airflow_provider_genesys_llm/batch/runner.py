@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -46,10 +46,12 @@ from ..governance.completion import GovernedCompletion, complete_governed, compl
 from ..governance.keys import IdKey
 from ..governance.masking import PiiDetectedError
 from ..governance.policy import Governance, GovernedOutput
+from ..sinks.erasure import id_digest
 from ..sinks.pgvector import FailureRow, ResultRow
 from .fleet import BudgetDeferred, FleetControls
 from .items import InvalidItem, PlannedCompletion, check_items_source, plan_item
 from .output_schema import OutputSchema
+from .prompt_version import PreviousVersions, Reenrich, check_version_options, judge_item
 from .reask import DEFAULT_OUTPUT_RETRIES, OutputConversation, check_output_retries
 from .stats import BatchStats
 
@@ -77,7 +79,13 @@ class ResultSink(Protocol):
 
     def awaiting_embedding(self, ids: Iterable[str]) -> dict[str, str]: ...
 
-    def upsert(self, rows: Sequence[ResultRow]) -> int: ...
+    def upsert(
+        self, rows: Sequence[ResultRow], *, keep_versions: Mapping[str, Collection[str]] | None = None
+    ) -> int: ...
+
+    def stored_versions(self, source_keys: Iterable[str]) -> dict[str, set[str | None]]: ...
+
+    def version_counts(self) -> dict[str, dict[str, Any]]: ...
 
     def set_embeddings(self, vectors: Sequence[tuple[str, Any]]) -> int: ...
 
@@ -134,6 +142,13 @@ class BatchSettings:
     embed_timeout_seconds: float = 300.0
     #: How long stopped workers get to finish cancelling before the batch gives up on them.
     cancel_grace_seconds: float = 10.0
+    #: With ``skip_existing``: ``"outdated"`` sends again an item stored only at other prompt
+    #: versions; ``"never"`` skips an item with any stored row, whatever its version.
+    reenrich: Reenrich = "outdated"
+    #: ``"replace"`` deletes an item's rows of other versions once its current row is stored.
+    previous_versions: PreviousVersions = "keep"
+    #: Human name stored with every row next to its prompt version (not part of the version).
+    prompt_label: str | None = None
     #: Answers must be JSON objects valid under this schema; stored in the row's ``output`` jsonb.
     output_schema: OutputSchema | None = None
     #: Re-asks of an invalid answer (each a paid completion) before the item is a failure.
@@ -146,6 +161,7 @@ class BatchSettings:
             raise ValueError(f"embed must be 'completion', 'source' or 'json:<field>', got {self.embed!r}")
         if min(self.sink_timeout_seconds, self.embed_timeout_seconds, self.cancel_grace_seconds) <= 0:
             raise ValueError("sink_timeout_seconds, embed_timeout_seconds and cancel_grace_seconds must be positive")
+        check_version_options(self.reenrich, self.previous_versions, self.prompt_label)
         check_output_retries(self.output_retries)
         if self.output_schema is not None and self.embed.startswith("json:"):
             self.output_schema.require_field(self.embed[5:], f"embed={self.embed!r}")
@@ -173,7 +189,10 @@ class BatchRunner:
         audit: AuditSink | None = None,
         observer: CompletionObserver | None = None,
         fleet: FleetControls | None = None,
+        version_parameters: Mapping[str, Any] | None = None,
     ) -> None:
+        """``version_parameters``: what else, beyond prompt, model and parameters, defines the prompt
+        version and the result ids (an output schema, say; ``batch/prompt_version.py``)."""
         self._client = client
         self._sink = sink
         self._embed = embedder
@@ -181,6 +200,11 @@ class BatchRunner:
         self._settings = settings
         self._context = context
         self._defaults = dict(request_defaults or {})
+        self._version_parameters = dict(version_parameters or {})
+        #: ``previous_versions="replace"``: ``{source_key: versions to keep}`` of items whose rows of
+        #: other versions go once their current row is stored (pending), or at the next write (ready).
+        self._replace_pending: dict[str, frozenset[str]] = {}
+        self._replace_ready: dict[str, frozenset[str]] = {}
         self._total_hint = total_hint
         self._governance = governance or Governance()
         self._audit = audit
@@ -224,6 +248,7 @@ class BatchRunner:
             if failed is not None:
                 raise failed.exception()  # type: ignore[misc]
             await self._flush()
+            self.stats.versions = await self._in_sink_thread(self._sink.version_counts)
         except BaseException:
             await self._stop(tasks)
             await self._salvage()
@@ -291,7 +316,9 @@ class BatchRunner:
     async def _plan(self, window: list[tuple[int, Any]]) -> list[tuple[int, PlannedCompletion]]:
         planned: list[tuple[int, PlannedCompletion]] = []
         for position, raw in window:
-            outcome = plan_item(raw, position, self._client.config, self._defaults, self._id_key)
+            outcome = plan_item(
+                raw, position, self._client.config, self._defaults, self._id_key, self._version_parameters
+            )
             if isinstance(outcome, InvalidItem):
                 self._note_invalid(outcome, position)
             else:
@@ -299,6 +326,7 @@ class BatchRunner:
                 self._open_items[position] = len(outcome)
         if self._settings.skip_existing and planned:
             existing = await self._in_sink_thread(self._sink.existing_ids, [p.result_id for _, p in planned])
+            planned = await self._compare_versions(planned, existing)
             if existing:
                 awaiting = await self._in_sink_thread(self._sink.awaiting_embedding, existing)
                 for position, p in planned:
@@ -314,6 +342,39 @@ class BatchRunner:
                     self._item_step(position)
                 planned = [(position, p) for position, p in planned if p.result_id not in existing]
         return await self._claimed(planned)
+
+    async def _compare_versions(
+        self, planned: list[tuple[int, PlannedCompletion]], existing: set[str]
+    ) -> list[tuple[int, PlannedCompletion]]:
+        """Apply ``reenrich`` (one query for the window): drop the completions of items kept at an
+        older version, count re-enriched items, and note what ``previous_versions="replace"`` deletes."""
+        by_item: dict[int, list[PlannedCompletion]] = {}
+        for position, p in planned:
+            by_item.setdefault(position, []).append(p)
+        keys = {position: self._source_key(group[0].source_id) for position, group in by_item.items()}
+        stored = await self._in_sink_thread(self._sink.stored_versions, list(keys.values()))
+        kept: set[int] = set()
+        for position, group in by_item.items():
+            current = frozenset(p.prompt_version for p in group)
+            pending = any(p.result_id not in existing for p in group)
+            outcome = judge_item(current, pending, stored.get(keys[position]), self._settings.reenrich)
+            if outcome == "kept":
+                kept.add(position)
+                continue
+            if outcome == "reenrich":
+                self.stats.reenriched += 1
+            if self._settings.previous_versions == "replace" and stored.get(keys[position], set()) - current:
+                replace = self._replace_ready if outcome == "stored" else self._replace_pending
+                replace[keys[position]] = current
+        for position, p in planned:
+            if position in kept and p.result_id not in existing:
+                self.stats.skipped_other_version += 1
+                self._item_step(position)
+        return [(position, p) for position, p in planned if position not in kept or p.result_id in existing]
+
+    def _source_key(self, source_id: str) -> str:
+        """The keyed hash stored as ``source_key`` (the erasure's tombstone hash of the raw id)."""
+        return id_digest(self._id_key, source_id)
 
     async def _claimed(self, planned: list[tuple[int, PlannedCompletion]]) -> list[tuple[int, PlannedCompletion]]:
         """The planned completions this batch may pay for: items another delivery finished count as
@@ -467,7 +528,12 @@ class BatchRunner:
         """The item's failure row; ``message`` is already masked."""
         self.stats.failed += 1
         self.stats.note_failure(self._masked(planned.source_id))
-        self._failures.append(self._failure_row(planned.result_id, planned.source_id, error_class, message, attempts))
+        self._replace_pending.pop(self._source_key(planned.source_id), None)  # old rows stay: nothing replaces them
+        self._failures.append(
+            self._failure_row(
+                planned.result_id, planned.source_id, error_class, message, attempts, planned.prompt_version
+            )
+        )
 
     def _audit_record(
         self,
@@ -530,7 +596,11 @@ class BatchRunner:
 
     async def _store(self, rows: list[ResultRow], failures: list[FailureRow], audits: list[AuditRecord]) -> None:
         """Store rows (awaiting their embedding), failures and audit records; raise the first error."""
-        written, errors = await self._in_sink_thread(self._persist, rows, failures, audits)
+        keep, self._replace_ready = self._replace_ready, {}
+        for row in rows:
+            if row.source_key in self._replace_pending:
+                keep[row.source_key] = self._replace_pending.pop(row.source_key)
+        written, errors = await self._in_sink_thread(self._persist, rows, failures, audits, keep)
         if written is not None:
             self.stats.rows_written += written
             self.stats.awaiting_embedding += len(rows)
@@ -538,18 +608,23 @@ class BatchRunner:
             raise errors[0]
 
     def _persist(
-        self, rows: list[ResultRow], failures: list[FailureRow], audits: list[AuditRecord]
+        self,
+        rows: list[ResultRow],
+        failures: list[FailureRow],
+        audits: list[AuditRecord],
+        keep: dict[str, frozenset[str]],
     ) -> tuple[int | None, list[Exception]]:
         """The writes of ``_store`` (sink thread): rows written (None if refused) and the errors.
+        ``keep``: the items whose rows of other prompt versions go in the rows' transaction.
 
         Each write is tried even if an earlier one failed, so a refused result table cannot keep
         the audit records of paid completions from the chain (nor the other way round).
         """
         errors: list[Exception] = []
         written: int | None = 0
-        if rows:
+        if rows or keep:
             try:
-                written = self._sink.upsert(rows)
+                written = self._sink.upsert(rows, keep_versions=keep) if keep else self._sink.upsert(rows)
             except Exception as exc:  # noqa: BLE001 - raised by _store after the other writes
                 written = None
                 errors.append(exc)
@@ -664,6 +739,9 @@ class BatchRunner:
             dag_id=self._context.dag_id,
             task_id=self._context.task_id,
             run_id=self._context.run_id,
+            source_key=self._source_key(planned.source_id),
+            prompt_version=planned.prompt_version,
+            prompt_label=self._settings.prompt_label,
             metadata={
                 **self._masked_metadata(planned.metadata),
                 "masking_counts": governed.masking_counts,
@@ -706,7 +784,15 @@ class BatchRunner:
 
         return {walk(key): walk(item) for key, item in metadata.items()}
 
-    def _failure_row(self, result_id: str, source_id: str, error_class: str, message: str, attempts: int) -> FailureRow:
+    def _failure_row(
+        self,
+        result_id: str,
+        source_id: str,
+        error_class: str,
+        message: str,
+        attempts: int,
+        prompt_version: str | None = None,
+    ) -> FailureRow:
         return FailureRow(
             id=result_id,
             source_id=self._masked(source_id),
@@ -716,6 +802,9 @@ class BatchRunner:
             dag_id=self._context.dag_id,
             task_id=self._context.task_id,
             run_id=self._context.run_id,
+            source_key=self._source_key(source_id),
+            prompt_version=prompt_version,
+            prompt_label=self._settings.prompt_label if prompt_version else None,
         )
 
     def _progress(self, *, force: bool = False) -> None:

@@ -17,6 +17,8 @@ FAILED_IDS_IN_MANIFEST = 50
 AUDIT_IDS_IN_MANIFEST = 100
 #: Invalid items quoted (position, code and reason, never their text) in the log and manifest.
 INVALID_EXAMPLES = 5
+#: Prompt versions listed in the manifest (most rows first; per-item overrides can make many).
+VERSIONS_IN_MANIFEST = 20
 #: Distinct invalid-reason codes counted one by one; any further codes are counted as "other".
 INVALID_CODES = 64
 
@@ -52,7 +54,7 @@ class Reservoir:
 class BatchStats:
     """Outcome counts of one run; every completion of the input lands in exactly one of
     ``succeeded``, ``failed``, ``skipped_existing``, ``embedded_earlier``, ``skipped_claimed`` or
-    ``deferred_by_budget``, every item that is never sent in ``invalid``."""
+    ``deferred_by_budget`` or ``skipped_other_version``, every item that is never sent in ``invalid``."""
 
     #: Completions paid for in this run and stored (see ``awaiting_embedding`` for how many lack a vector).
     succeeded: int = 0
@@ -68,6 +70,12 @@ class BatchStats:
     skipped_claimed: int = 0
     #: Completions left unsent because a budget ran out; a later run (the next day) sends them.
     deferred_by_budget: int = 0
+    #: Items sent again because their stored rows were all of other prompt versions (``reenrich="outdated"``).
+    reenriched: int = 0
+    #: Completions not sent because their item is stored at another prompt version (``reenrich="never"``).
+    skipped_other_version: int = 0
+    #: ``{version: {"label": ..., "rows": n}}`` of the results table after the run.
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Completions whose claim expired while this run paid for them (the worker stalled past the lease).
     claims_lost: int = 0
     #: What this run's completions cost (None without a price table), in ``currency``.
@@ -114,6 +122,7 @@ class BatchStats:
             + self.embedded_earlier
             + self.skipped_claimed
             + self.deferred_by_budget
+            + self.skipped_other_version
         )
 
     @property
@@ -149,6 +158,14 @@ class BatchStats:
         if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
             self.audit_ids.append(audit_id)
 
+    def _largest_versions(self) -> dict[str, dict[str, Any]]:
+        """``versions`` bounded: the largest ``VERSIONS_IN_MANIFEST``, the rest summed as ``"other"``."""
+        ranked = sorted(self.versions.items(), key=lambda entry: -int(entry[1]["rows"]))
+        shown = dict(ranked[:VERSIONS_IN_MANIFEST])
+        if rest := ranked[VERSIONS_IN_MANIFEST:]:
+            shown["other"] = {"label": f"{len(rest)} more versions", "rows": sum(int(v["rows"]) for _, v in rest)}
+        return shown
+
     def _output_counts(self) -> dict[str, int]:
         """The output-schema counts, only for a run that validated answers (the manifest stays small)."""
         counts = {
@@ -175,8 +192,11 @@ class BatchStats:
                 "skipped_claimed": self.skipped_claimed,
                 "deferred_by_budget": self.deferred_by_budget,
                 "claims_lost": self.claims_lost,
+                "reenriched": self.reenriched,
+                "skipped_other_version": self.skipped_other_version,
                 **self._output_counts(),
             },
+            "versions": self._largest_versions(),
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
             "invalid_reasons": dict(self.invalid_reasons),

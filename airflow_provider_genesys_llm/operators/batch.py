@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from ..batch.fleet import FleetControls
 from ..batch.items import check_items_source, iter_jsonl, iter_query
 from ..batch.plan import plan_batch
+from ..batch.prompt_version import PreviousVersions, Reenrich, check_version_options
 from ..batch.reask import DEFAULT_OUTPUT_RETRIES, check_output_retries
 from ..batch.runner import BatchRunner, BatchSettings, Embedder, RunContext
 from ..callbacks.audit import DEFAULT_AUDIT_TABLE, audit_store, publish_head, record_context, task_audit_record
@@ -71,8 +72,10 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
     options below (``model``, ``temperature``, ``max_tokens``, ``system``, ``prompt_id``,
     ``transport``, ``response_format``, ``stop_sequences``) and ``metadata`` stored with its row.
     Results are keyed by an HMAC of (item id, prompt, model, parameters): with
-    ``skip_existing`` a retry or re-run sends only what is not stored yet, and changing the prompt
-    or a parameter makes new rows instead of overwriting old ones. The task returns (XCom) a
+    ``skip_existing`` a retry or re-run sends only what is not stored yet. Every row carries its
+    ``prompt_version`` (a keyed hash of system prompt, template, model and parameters): changing the
+    prompt re-enriches the items stored at older versions (``reenrich``) and keeps or replaces
+    their old rows (``previous_versions``). The task returns (XCom) a
     manifest of counts, tokens, cost, latencies and the audit chain's head, never texts.
 
     Fleet settings come from the connection's extras (``coordination``, ``price_table``,
@@ -183,6 +186,15 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
     :param plan_sample_items: with ``dry_run`` and no stored results of the model to scale from,
         this many items are first completed for real (and stored, so never paid again); 0 refuses
         to plan instead. Default 5.
+    :param prompt_label: a human name for the prompt (``"refund-intent v2"``), stored with every
+        row next to its ``prompt_version`` (a keyed hash of system prompt, template, model and
+        parameters); not part of the version, so relabelling re-enriches nothing. Templated.
+    :param reenrich: with ``skip_existing``, what happens to an item stored at other prompt
+        versions: ``"outdated"`` (default) sends it again, ``"never"`` leaves it as it is.
+        Items already stored at the current version are never sent again.
+    :param previous_versions: ``"keep"`` (default) keeps an item's rows of other versions next to
+        the new one (tell them apart by ``prompt_version``); ``"replace"`` deletes them, and
+        resolves their failures, in the transaction that stores the item's current row.
     :param output_schema: a pydantic v2 model class or a JSON-schema dict (templated; a rendered
         string is parsed as JSON) every answer must be a valid object of; ``response_format`` then
         defaults to ``json``. Valid objects are stored in the ``output`` jsonb column, and
@@ -207,6 +219,7 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
         "model",
         "temperature",
         "max_tokens",
+        "prompt_label",
         "output_schema",
     )
     template_fields_renderers = {"sql": "sql", "items": "json"}
@@ -254,6 +267,9 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
         claim_wait_seconds: float = 60.0,
         dry_run: bool = False,
         plan_sample_items: int = 5,
+        prompt_label: str | None = None,
+        reenrich: Reenrich = "outdated",
+        previous_versions: PreviousVersions = "keep",
         output_schema: OutputSchemaOption = None,
         output_retries: int = DEFAULT_OUTPUT_RETRIES,
         output_columns: Sequence[str] = (),
@@ -275,6 +291,10 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
             raise ValueError(f"on_budget_exhausted must be 'fail', 'skip' or 'succeed', got {on_budget_exhausted!r}")
         if plan_sample_items < 0:
             raise ValueError(f"plan_sample_items must be at least 0, got {plan_sample_items}")
+        check_version_options(reenrich, previous_versions, None)  # the label is checked once rendered
+        self.prompt_label = prompt_label
+        self.reenrich: Reenrich = reenrich
+        self.previous_versions: PreviousVersions = previous_versions
         self.priority: Priority = priority
         self.on_budget_exhausted = on_budget_exhausted
         self.claim_wait_seconds = claim_wait_seconds
@@ -420,6 +440,9 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
             requests_per_minute=(
                 config.coordination.requests_per_minute if config.coordination.enabled else config.requests_per_minute
             ),
+            stored_versions=store.stored_versions if self.skip_existing else None,
+            reenrich=self.reenrich,
+            version_parameters=self._version_parameters(),
         )
         self.log.info("%s", plan.summary())
         print(plan.summary())  # the plan is what the user asked for: on stdout as well as in the task log
@@ -433,6 +456,10 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
 
     def _request_defaults(self) -> dict[str, Any]:
         return {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
+
+    def _version_parameters(self) -> dict[str, Any]:
+        """What defines the prompt version beyond the request options (an output schema joins here)."""
+        return {}
 
     async def _fleet(self, hook: GenesysLLMHook, config: GatewayConfig, run: RunContext) -> FleetControls:
         """Claims (with coordination) and budgets (when the connection sets any) of this task."""
@@ -475,6 +502,9 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
             skip_existing=self.skip_existing,
             embed=self.embed,
             progress_interval_seconds=self.progress_interval_seconds,
+            reenrich=self.reenrich,
+            previous_versions=self.previous_versions,
+            prompt_label=self.prompt_label or None,
             output_schema=output_schema_of(self.output_schema),
             output_retries=self.output_retries,
         )
@@ -497,6 +527,7 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
             audit=audit,
             observer=StatsObserver(),
             fleet=await self._fleet(hook, client.config, run_context),
+            version_parameters=self._version_parameters(),
         )
         error: BaseException | None = None
         try:

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,6 +102,9 @@ _RESULT_COPY_TYPES: dict[str, str] = {
     "run_id": "text",
     "metadata": "bytea",
     "content_hash": "text",
+    "source_key": "text",
+    "prompt_version": "text",
+    "prompt_label": "text",
     "output": "bytea",
 }
 #: Every column of the results table the store writes or fills itself (typed output columns may not take these names).
@@ -125,9 +128,32 @@ FILTER_COLUMNS = frozenset(
         "task_id",
         "run_id",
         "content_hash",
+        "prompt_version",
+        "prompt_label",
     )
 )
-_FAILURE_COLUMNS = ("id", "source_id", "error_class", "message", "attempts", "dag_id", "task_id", "run_id", "failed_at")
+_FAILURE_COLUMNS = (
+    "id",
+    "source_id",
+    "error_class",
+    "message",
+    "attempts",
+    "dag_id",
+    "task_id",
+    "run_id",
+    "failed_at",
+    "source_key",
+    "prompt_version",
+    "prompt_label",
+)
+#: Columns added after tables were first created: added to existing tables by ``ensure_schema``.
+_VERSION_COLUMNS = ("source_key", "prompt_version", "prompt_label")
+#: Index suffixes (short: a 48-byte table name plus the suffix must fit 63 bytes).
+_SOURCE_KEY_INDEX = "_source_key"
+_VERSION_INDEX = "_prompt_ver"
+_FAILED_SOURCE_KEY_INDEX = "_failed_srckey"
+#: ``version_counts`` key of rows stored before prompt versions existed.
+UNVERSIONED = "unversioned"
 
 _RESULTS_DDL = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -148,6 +174,9 @@ CREATE TABLE IF NOT EXISTS {table} (
     run_id text,
     content_hash text NOT NULL,
     metadata jsonb,
+    source_key text,
+    prompt_version text,
+    prompt_label text,
     output jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -164,7 +193,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     task_id text,
     run_id text,
     failed_at timestamptz NOT NULL DEFAULT now(),
-    resolved boolean NOT NULL DEFAULT false
+    resolved boolean NOT NULL DEFAULT false,
+    source_key text,
+    prompt_version text,
+    prompt_label text
 )"""
 
 
@@ -202,6 +234,12 @@ class ResultRow:
     run_id: str | None = None
     metadata: JsonObject | None = None
     content_hash: str = ""
+    #: Keyed hash of the raw source id (``sinks.erasure.id_digest``): lookups and erasure by source
+    #: never rely on the masked ``source_id``, which masking can make shared by several ids.
+    source_key: str | None = None
+    #: ``batch.prompt_version``: which prompt, model and parameters produced the row, and its label.
+    prompt_version: str | None = None
+    prompt_label: str | None = None
     #: The answer validated under the task's output schema (None without one).
     output: JsonObject | None = None
 
@@ -224,6 +262,9 @@ class FailureRow:
     task_id: str | None = None
     run_id: str | None = None
     failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source_key: str | None = None
+    prompt_version: str | None = None
+    prompt_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +374,7 @@ class PgVectorStore:
                 )
             )
             cur.execute(sql.SQL(_FAILURES_DDL).format(table=self._failures))
+            self._add_version_columns(cur)
             # Tables created before structured output: a catalog-only change.
             cur.execute(sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS output jsonb").format(table=self._table))
             if self._check_dimension(cur):
@@ -353,8 +395,12 @@ class PgVectorStore:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
             add_output_columns(cur, self._table, self.schema, self.table, columns, RESULT_COLUMNS)
 
-    def upsert(self, rows: Sequence[ResultRow]) -> int:
+    def upsert(self, rows: Sequence[ResultRow], *, keep_versions: Mapping[str, Collection[str]] | None = None) -> int:
         """Store ``rows`` in one transaction; return how many were inserted or changed.
+
+        ``keep_versions`` (``{source_key: versions}``) replaces older prompt versions: in the same
+        transaction, every stored row of those source keys whose ``prompt_version`` is not listed
+        (rows stored before versions existed included) is deleted and its failures resolved.
 
         A row whose id is stored with the same ``content_hash`` is left alone (re-running identical
         rows writes nothing); a changed one is overwritten and its ``updated_at`` set. A duplicate id
@@ -376,15 +422,15 @@ class PgVectorStore:
         every vector. Rows that did change still take the staged merge (40-60% of plain COPY).
         """
         batch = list({row.id: row for row in rows}.values())
-        if not batch:
+        if not batch and not keep_versions:
             return 0
         try:
-            written = self._write(batch, split=True)
+            written = self._write(batch, split=True, keep_versions=keep_versions)
         except PgVectorStoreError as exc:
             if exc.sqlstate != _UNIQUE_VIOLATION:
                 raise
             log.info("upsert into %s raced another writer of the same ids; merging the whole batch", self._name)
-            written = self._write(batch, split=False)
+            written = self._write(batch, split=False, keep_versions=keep_versions)
         log.debug("upsert into %s: %d of %d rows inserted or changed", self._name, written, len(batch))
         return written
 
@@ -403,10 +449,7 @@ class PgVectorStore:
             values=sql.SQL(", ").join(sql.Placeholder() * len(_FAILURE_COLUMNS)),
             updates=updates,
         )
-        params = [
-            (r.id, r.source_id, r.error_class, r.message, r.attempts, r.dag_id, r.task_id, r.run_id, r.failed_at)
-            for r in rows
-        ]
+        params = [tuple(getattr(r, name) for name in _FAILURE_COLUMNS) for r in rows]
         with self._cursor("record_failures") as cur:
             cur.executemany(query, params)
         log.debug("recorded %d failures in %s", len(params), self._name)
@@ -428,6 +471,32 @@ class PgVectorStore:
                 cur.execute(query, (wanted[start : start + _ID_BATCH],))
                 found.update(cur.fetchall())
         return found
+
+    def stored_versions(self, source_keys: Iterable[str]) -> dict[str, set[str | None]]:
+        """``{source_key: prompt versions stored}`` of the given keys (``None``: a row stored before
+        versions existed); keys with no row are absent. One indexed query per ``_ID_BATCH`` keys."""
+        query = sql.SQL("SELECT DISTINCT source_key, prompt_version FROM {table} WHERE source_key = ANY(%b)").format(
+            table=self._table
+        )
+        wanted = list(dict.fromkeys(source_keys))
+        found: dict[str, set[str | None]] = {}
+        with self._cursor("stored_versions", transaction=False) as cur:
+            for start in range(0, len(wanted), _ID_BATCH):
+                cur.execute(query, (wanted[start : start + _ID_BATCH],))
+                for key, version in cur.fetchall():
+                    found.setdefault(key, set()).add(version)
+        return found
+
+    def version_counts(self) -> dict[str, dict[str, Any]]:
+        """``{version: {"label": newest label, "rows": n}}`` over the whole table; rows stored before
+        prompt versions existed count under ``UNVERSIONED``."""
+        query = sql.SQL(
+            "SELECT prompt_version, (array_agg(prompt_label ORDER BY updated_at DESC))[1], count(*) "
+            "FROM {table} GROUP BY prompt_version ORDER BY prompt_version"
+        ).format(table=self._table)
+        with self._cursor("version_counts", transaction=False) as cur:
+            cur.execute(query)
+            return {version or UNVERSIONED: {"label": label, "rows": rows} for version, label, rows in cur.fetchall()}
 
     def usage_sample(self, model: str, limit: int = 50) -> list[tuple[int, int, float]]:
         """(prompt tokens, completion tokens, seconds) of up to ``limit`` newest stored results of
@@ -553,7 +622,9 @@ class PgVectorStore:
             self._conn = conn
         return self._conn
 
-    def _write(self, batch: list[ResultRow], *, split: bool) -> int:
+    def _write(
+        self, batch: list[ResultRow], *, split: bool, keep_versions: Mapping[str, Collection[str]] | None
+    ) -> int:
         """One upsert transaction; ``split=False`` merges every row (the race fallback)."""
         with self._cursor("upsert") as cur:
             new, changed = self._split(cur, batch) if split else ([], batch)
@@ -566,6 +637,8 @@ class PgVectorStore:
                 cur.execute(self._merge_sql())
                 written += cur.rowcount
             cur.execute(self._resolve_failures_sql(), ([row.id for row in batch],))
+            if keep_versions:
+                self._replace_versions(cur, keep_versions)
         return written
 
     def _split(self, cur: psycopg.Cursor[Any], batch: list[ResultRow]) -> tuple[list[ResultRow], list[ResultRow]]:
@@ -590,6 +663,53 @@ class PgVectorStore:
             cur.execute(query, (ids[start : start + _ID_BATCH],))
             stored.update(cur.fetchall())
         return stored
+
+    def _add_version_columns(self, cur: psycopg.Cursor[Any]) -> None:
+        """Add the version columns to tables created before them (a catalog-only change), and the
+        indexes ``stored_versions``, ``version_counts``, ``_replace_versions`` and erasure use."""
+        for table in (self._table, self._failures):
+            for column in _VERSION_COLUMNS:
+                alter = sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} text")
+                cur.execute(alter.format(table=table, column=sql.Identifier(column)))
+        for suffix, table, columns in (
+            (_SOURCE_KEY_INDEX, self._table, ("source_key", "prompt_version")),
+            (_VERSION_INDEX, self._table, ("prompt_version",)),
+            (_FAILED_SOURCE_KEY_INDEX, self._failures, ("source_key",)),
+        ):
+            cur.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {index} ON {table} ({columns})").format(
+                    index=sql.Identifier(self.table + suffix),
+                    table=table,
+                    columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                )
+            )
+
+    def _replace_versions(self, cur: psycopg.Cursor[Any], keep_versions: Mapping[str, Collection[str]]) -> None:
+        """Delete the rows of ``keep_versions``' source keys of any other version; resolve their failures."""
+        pairs = [(key, version) for key, versions in keep_versions.items() for version in versions]
+        keep = sql.SQL(
+            "source_key = ANY(%(keys)s) AND NOT EXISTS (SELECT 1 FROM unnest(%(pair_keys)s::text[], "
+            "%(pair_versions)s::text[]) AS kept(key, version) WHERE kept.key = {alias}.source_key "
+            "AND kept.version = {alias}.prompt_version)"
+        )
+        params = {
+            "keys": list(keep_versions),
+            "pair_keys": [key for key, _ in pairs],
+            "pair_versions": [version for _, version in pairs],
+        }
+        alias = sql.Identifier("stored")
+        cur.execute(
+            sql.SQL("DELETE FROM {table} AS stored WHERE {keep}").format(
+                table=self._table, keep=keep.format(alias=alias)
+            ),
+            params,
+        )
+        cur.execute(
+            sql.SQL("UPDATE {failures} AS stored SET resolved = true WHERE NOT resolved AND {keep}").format(
+                failures=self._failures, keep=keep.format(alias=alias)
+            ),
+            params,
+        )
 
     def _live_location(self) -> Location:
         """Where the store's connection is connected (this opens it if needed)."""
@@ -760,6 +880,9 @@ def _result_values(row: ResultRow, dimension: int) -> tuple[object, ...]:
         row.run_id,
         _encode_jsonb(row.metadata),
         row.content_hash,
+        row.source_key,
+        row.prompt_version,
+        row.prompt_label,
         _encode_jsonb(row.output),
     )
 
