@@ -328,3 +328,20 @@ def test_the_operator_refuses_unknown_version_options_when_the_dag_is_parsed() -
     )
     assert "prompt_label" in operator.template_fields
     assert (operator.reenrich, operator.previous_versions) == ("never", "replace")
+
+
+def test_the_operator_puts_its_output_schema_into_the_version() -> None:
+    """A schema shapes the answer and every re-ask: changing it must re-enrich like a prompt change."""
+    from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
+
+    def schema(values: list[str]) -> dict[str, Any]:
+        return {"type": "object", "properties": {"sentiment": {"enum": values}}, "required": ["sentiment"]}
+
+    def version_parameters(output_schema: dict[str, Any] | None) -> dict[str, Any]:
+        operator = GenesysLLMBatchCompletionOperator(task_id="t", table="t", items=[], output_schema=output_schema)
+        return operator._version_parameters()
+
+    assert version_parameters(None) == {}
+    first, second = version_parameters(schema(["positive", "negative"])), version_parameters(schema(["positive"]))
+    assert first != second and first == version_parameters(schema(["positive", "negative"]))
+    assert first["output_schema"]["properties"]["sentiment"]["enum"] == ["positive", "negative"]

@@ -458,8 +458,10 @@ class GenesysLLMBatchCompletionOperator(RequestFieldsMixin, MaskedRenderedFields
         return {name: self.raw_field(name) for name in REQUEST_DEFAULTS if self.raw_field(name) is not None}
 
     def _version_parameters(self) -> dict[str, Any]:
-        """What defines the prompt version beyond the request options (an output schema joins here)."""
-        return {}
+        """What defines the prompt version beyond the request options: the output schema (it shapes
+        the answer and every re-ask), so changing it re-enriches like a prompt change does."""
+        schema = output_schema_of(self.output_schema)
+        return {"output_schema": schema.json_schema} if schema is not None else {}
 
     async def _fleet(self, hook: GenesysLLMHook, config: GatewayConfig, run: RunContext) -> FleetControls:
         """Claims (with coordination) and budgets (when the connection sets any) of this task."""
