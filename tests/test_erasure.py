@@ -16,7 +16,7 @@ from airflow_provider_genesys_llm.batch.landing import land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
 from airflow_provider_genesys_llm.erasure import main as cli
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore, verify_chain
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore, verify_chain
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
 from airflow_provider_genesys_llm.sinks.erasure import (
     ErasureError,

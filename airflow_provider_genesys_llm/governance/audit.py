@@ -5,7 +5,8 @@ ended, but never the prompt or the answer: the prompt is represented by ``prompt
 two runs can be shown to have sent the same prompt without the audit store holding it.
 
 The chain lives in ``chain.py`` (append, verify), its witnessed heads in ``witness.py`` and the
-least-privilege writer role in ``roles.py``; their public names are re-exported here.
+least-privilege writer role in ``roles.py``: each name has that one home (the ``governance``
+package re-exports the ones users need).
 """
 
 from __future__ import annotations
@@ -19,46 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .canonical import canonical_json
 
-# Re-exported (listed in ``__all__``): the operators, callbacks and users import the chain and its
-# witnesses from here.
-from .chain import (
-    DEFAULT_TABLE,
-    AuditChainError,
-    AuditChainStore,
-    ChainVerification,
-    ConnectionFactory,
-    chain_hash,
-    verify_chain,
-)
-from .witness import (
-    GENESIS_HASH,
-    HEAD_LOG_PREFIX,
-    ChainHead,
-    WitnessFormatError,
-    heads_from_log_lines,
-)
-
 __all__ = [
     "COMPLIANCE_TAG",
-    "DEFAULT_TABLE",
-    "GENESIS_HASH",
-    "HEAD_LOG_PREFIX",
     "LOG_PREFIX",
-    "AuditChainError",
-    "AuditChainStore",
     "AuditLog",
     "AuditRecord",
-    "ChainHead",
-    "ChainVerification",
-    "ConnectionFactory",
+    "Cost",
     "ParameterValue",
     "RecordStatus",
     "Timings",
     "TokenUsage",
-    "WitnessFormatError",
-    "chain_hash",
-    "heads_from_log_lines",
-    "verify_chain",
 ]
 
 #: Tag carried by every record, naming the governance scheme the records follow.

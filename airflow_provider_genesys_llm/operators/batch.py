@@ -26,7 +26,8 @@ from ..client import GatewayClient, GatewayConfig
 from ..coordination import SampleCompletion
 from ..coordination.settings import Priority
 from ..exceptions import BatchFailedError
-from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, Cost
+from ..governance.audit import COMPLIANCE_TAG, AuditLog, Cost
+from ..governance.chain import AuditChainStore
 from ..governance.filters import OutputFilter
 from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy
