@@ -35,12 +35,12 @@ from ..governance.policy import Governance
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from ..hooks.postgres import airflow_conninfo, pgvector_store_from_airflow
+from ..metrics import StatsObserver, batch_spend
+from ..rendered_fields import MaskedRenderedFieldsMixin
 from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import PgVectorStore
 from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
 from .lineage import batch_lineage  # issue 11: OpenLineage
-from .metrics import StatsObserver, batch_spend
-from .rendered_fields import MaskedRenderedFieldsMixin
 
 #: What a task does when a budget left items unsent: fail it (the default: nothing downstream
 #: mistakes a partial batch for a whole one), mark it skipped, or let it succeed.

@@ -16,8 +16,8 @@ from ..governance.masking import MaskingPolicy, PiiDetectedError
 from ..governance.policy import Governance
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
-from .metrics import StatsObserver
-from .rendered_fields import MaskedRenderedFieldsMixin
+from ..metrics import StatsObserver
+from ..rendered_fields import MaskedRenderedFieldsMixin
 
 #: Request options the operator passes through to the hook.
 REQUEST_OPTIONS = (
