@@ -28,6 +28,7 @@ __all__ = [
     "Cost",
     "ParameterValue",
     "RecordStatus",
+    "RunContext",
     "Timings",
     "TokenUsage",
 ]
@@ -68,7 +69,22 @@ class Cost(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
-class AuditRecord(BaseModel):
+class RunContext(BaseModel):
+    """Where a record comes from: the run's ids, stamped on every result row, failure and audit
+    record. Declared once here; ``AuditRecord`` carries the same fields at its top level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
+    owner: str | None = None
+    conn_id: str | None = None
+
+
+class AuditRecord(RunContext):
     """What happened in one completion (``kind="completion"``) or one task (``kind="task"``).
 
     ``extra="forbid"`` and scalar-only ``parameters`` keep free text out: there is no field a
@@ -84,13 +100,6 @@ class AuditRecord(BaseModel):
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None
     correlation_id: str | None = None
-    dag_id: str | None = None
-    task_id: str | None = None
-    run_id: str | None = None
-    map_index: int | None = None
-    try_number: int | None = None
-    owner: str | None = None
-    conn_id: str | None = None
     model: str | None = None
     prompt_id: str | None = None
     #: HMAC-SHA256 of the prompt under the deployment's id key (``governance.keys``): two records
