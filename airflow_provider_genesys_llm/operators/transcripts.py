@@ -145,10 +145,10 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
             await hook.get_async_client().aclose()
         summary = {"job_id": job_id, "table": f"{self.schema}.{self.table}", **stats.summary()}
         self.log.info("landed transcripts: %s", summary)
-        if stats.failed_ids:
+        if stats.failed_downloads:
             context["ti"].xcom_push(key="return_value", value=summary)
             raise TranscriptDownloadError(
-                f"{len(stats.failed_ids)} transcripts could not be downloaded; everything else is stored, "
+                f"{stats.failed_downloads} transcripts could not be downloaded; everything else is stored, "
                 "and a retry re-lands the interval idempotently",
                 transient=True,
             )
