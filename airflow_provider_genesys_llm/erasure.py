@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from .governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
+from .governance.chain import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 from .governance.keys import IdKey, IdKeyError
 from .governance.masking import PiiMasker
 from .governance.store_errors import postgres_reason

@@ -126,7 +126,7 @@ def counters(gateway: str) -> dict[str, int]:
 
 
 def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str, int]) -> None:
-    from airflow_provider_genesys_llm.governance.audit import verify_chain
+    from airflow_provider_genesys_llm.governance.chain import verify_chain
     from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 
     day_start = datetime.fromisoformat(LOGICAL_DATE).replace(tzinfo=UTC)

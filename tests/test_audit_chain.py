@@ -20,14 +20,11 @@ from psycopg import sql
 from pydantic import ValidationError
 
 from airflow_provider_genesys_llm.governance.__main__ import main
-from airflow_provider_genesys_llm.governance.audit import (
+from airflow_provider_genesys_llm.governance.audit import AuditLog, AuditRecord, Timings, TokenUsage
+from airflow_provider_genesys_llm.governance.chain import (
     AuditChainError,
     AuditChainStore,
-    AuditLog,
-    AuditRecord,
     ChainVerification,
-    Timings,
-    TokenUsage,
     verify_chain,
 )
 

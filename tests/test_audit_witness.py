@@ -24,18 +24,16 @@ from psycopg import sql
 from pydantic import ValidationError
 
 from airflow_provider_genesys_llm.governance.__main__ import main
-from airflow_provider_genesys_llm.governance.audit import (
+from airflow_provider_genesys_llm.governance.audit import AuditRecord
+from airflow_provider_genesys_llm.governance.chain import (
     AuditChainError,
     AuditChainStore,
-    AuditRecord,
-    ChainHead,
     ChainVerification,
-    WitnessFormatError,
     chain_hash,
-    heads_from_log_lines,
     verify_chain,
 )
 from airflow_provider_genesys_llm.governance.roles import WriterRoleError, create_writer_role
+from airflow_provider_genesys_llm.governance.witness import ChainHead, WitnessFormatError, heads_from_log_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -477,7 +475,8 @@ CHILD = """
 import sys
 from functools import partial
 import psycopg
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore, AuditRecord
+from airflow_provider_genesys_llm.governance.audit import AuditRecord
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore
 conninfo, role, schema, table, appends = sys.argv[1:]
 store = AuditChainStore(partial(psycopg.connect, conninfo, user=role), table=table, schema=schema)
 store.ensure_schema()

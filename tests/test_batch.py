@@ -14,6 +14,7 @@ import pytest
 from batch_items import TEST_ID_KEY, make_items
 
 from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings, RunContext
+from airflow_provider_genesys_llm.batch.stats import BatchStats
 from airflow_provider_genesys_llm.client import GatewayClient, GatewayConfig
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
@@ -175,3 +176,16 @@ async def test_fail_masking_policy_fails_the_item_and_records_why_without_the_va
     assert [f[0] for f in failures] == ["PiiDetectedError"] * 2
     assert all("CARD=1" in f[1] and "4111" not in f[1] for f in failures)
     assert "4111" not in stored
+
+
+def test_manifest_counts_every_outcome_and_write_counter_by_name():
+    """The manifest's counts come from the declared counters: a set value shows under its name."""
+    stats = BatchStats(succeeded=3, failed=1, invalid=2, skipped_claimed=4, claims_lost=1, awaiting_embedding=5)
+    counts = stats.manifest()["counts"]
+    assert set(counts) == {
+        "total", "succeeded", "failed", "invalid", "skipped_existing", "embedded_earlier", "skipped_claimed",
+        "deferred_by_budget", "claims_lost", "rows_written", "embeddings_written", "awaiting_embedding",
+        "embedding_fallbacks",
+    }  # fmt: skip
+    assert counts["total"] == 3 + 1 + 2 + 4  # claims_lost and awaiting_embedding are not outcomes of their own
+    assert counts["skipped_claimed"] == 4 and counts["claims_lost"] == 1 and counts["awaiting_embedding"] == 5

@@ -34,7 +34,7 @@ from airflow_provider_genesys_llm.client.errors import (
     GatewayProtocolError,
     GatewayUnavailableError,
 )
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore
 from airflow_provider_genesys_llm.hooks.postgres import pgvector_store_from_airflow
 from airflow_provider_genesys_llm.operators.batch import BatchFailedError, is_transient
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, SchemaMismatchError

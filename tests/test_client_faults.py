@@ -4,6 +4,7 @@ PII in error text, a dead host, a wrong secret, endless and oversized answers, n
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import traceback
@@ -412,3 +413,21 @@ async def test_close_reason_text_stays_out_of_messages(emulator):
                 await client.complete(client.request(messages=USER))
     assert_no_pii(caught.value)
     assert EMAIL in (caught.value.server_message or "")
+
+
+# --- analytics webhook ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["dead port", "refusing route"])
+async def test_analytics_webhook_failure_returns_false_and_logs_no_url(emulator, caplog, where):
+    """The webhook never fails a pipeline, and its URL (which may carry a token) never reaches a log:
+    a dead host goes through the client's one httpx-error mapping, a refusal is its HTTP status."""
+    base = f"http://127.0.0.1:{free_port()}" if where == "dead port" else emulator.base_url
+    config = make_config(emulator, analytics_webhook_url=f"{base}/hook-s3cret")
+    async with GatewayClient(config) as client:
+        with caplog.at_level(logging.WARNING, logger="airflow_provider_genesys_llm.client.client"):
+            delivered = await asyncio.wait_for(client.publish_analytics({"event": "probe"}), timeout=30)
+    assert delivered is False
+    expected = "POST analytics webhook failed: ConnectError" if where == "dead port" else "answered HTTP 404"
+    assert "failed after 3 attempts" in caplog.text and expected in caplog.text, caplog.text
+    assert "s3cret" not in caplog.text and "127.0.0.1" not in caplog.text

@@ -16,7 +16,7 @@ from airflow_provider_genesys_llm.batch.landing import land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient
 from airflow_provider_genesys_llm.client.transcripts import TranscriptSource
 from airflow_provider_genesys_llm.erasure import main as cli
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore, verify_chain
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore, verify_chain
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
 from airflow_provider_genesys_llm.sinks.erasure import (
     ErasureError,
@@ -210,7 +210,7 @@ async def test_erasure_removes_every_trace_in_one_transaction_and_landing_does_n
         urls_before = emulator.counters()["transcript_urls_issued"]
         tombstones = TombstoneList.load(pg_connect, TEST_ID_KEY, schema=schema)
         stats = await land_transcripts(source, job_id, store, masker=PiiMasker(), tombstones=tombstones)
-    assert stats.erased == 1 and stats.summary()["skipped_erased"] == 1 and stats.rows_written == 0
+    assert stats.skipped_erased == 1 and stats.summary()["skipped_erased"] == 1 and stats.rows_written == 0
     assert emulator.counters()["transcript_urls_issued"] - urls_before == stats.transcripts  # none for the erased one
     assert not any(traces(pg_connect, schema, needles).values())
     # ... and an enrichment of those rows is filtered the same way.

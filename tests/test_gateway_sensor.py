@@ -25,7 +25,7 @@ from airflow.sdk.serde import deserialize, serialize
 from airflow_provider_genesys_llm.client import GatewayAuthError, GatewayPermissionError, GatewayStatus
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
 from airflow_provider_genesys_llm.sensors import GenesysLLMGatewaySensor
-from airflow_provider_genesys_llm.triggers import GatewayReadiness, GenesysLLMGatewayTrigger
+from airflow_provider_genesys_llm.triggers import GatewayCheck, GatewayReadiness, GenesysLLMGatewayTrigger
 from genesys_llm_emulator import EmulatorConfig, EmulatorServer
 
 CONN_ID = "genesys_llm_default"
@@ -194,7 +194,7 @@ def test_deferrable_execute_defers_with_a_wall_clock_deadline(gateway):
     assert before + 120 <= trigger.deadline <= time.time() + 120
     assert deferred.timeout > timedelta(seconds=120)  # a backstop behind the trigger's own deadline
     assert (trigger.poll_interval, trigger.max_poll_interval) == (2, 30)
-    assert trigger.accept_degraded and trigger.min_remaining_requests == 3 and trigger.probe
+    assert trigger.check == GatewayCheck(accept_degraded=True, min_remaining_requests=3, probe=True)
     assert gateway.counters()["total"] == 0  # deferring makes no call
 
 

@@ -13,7 +13,7 @@ from airflow_provider_genesys_llm.client import CompletionRequest, Message
 from airflow_provider_genesys_llm.governance.completion import prompt_fingerprint
 from airflow_provider_genesys_llm.governance.keys import IdKey, IdKeyError
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
-from airflow_provider_genesys_llm.operators.rendered_fields import masked_preview
+from airflow_provider_genesys_llm.rendered_fields import masked_preview
 
 TEMPLATE = "Summarise the call of the customer with SSN 123-45-{last4}."
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from statsd_listener import StatsdListener
 from test_hook import connection_json
 
-from airflow_provider_genesys_llm.operators.metrics import GATEWAY_CHECK, METRICS
+from airflow_provider_genesys_llm.metrics import CONVERSATION_JOB, GATEWAY_CHECK, METRICS
 
 HERE = Path(__file__).resolve().parent
 OUTCOMES = {"success", "failed", "ready", "not_ready"}
@@ -48,10 +48,22 @@ def test_statsd_capture_tells_ready_not_ready_and_failed_checks_apart(emulator):
     finally:
         statsd.close()
     results = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert results == [["first", "False"], ["second", "True"], ["bad", "GatewayAuthError"]], done.stdout[-3000:]
+    assert results == [
+        ["first", "False"],
+        ["second", "True"],
+        ["bad", "GatewayAuthError"],
+        ["resumed", "job-1"],
+        ["resumed", "AirflowFailException"],
+        ["resumed", "AirflowSensorTimeout"],
+    ], done.stdout[-3000:]
     counters = [line.split(":")[0] for line in packets if line.endswith("|c")]
     prefix = f"airflow.{GATEWAY_CHECK}"
     assert counters.count(f"{prefix}.not_ready.count") == 1, counters
     assert counters.count(f"{prefix}.ready.count") == 1, counters
-    assert counters.count(f"{prefix}.failed.count") == 1, counters
+    assert counters.count(f"{prefix}.failed.count") == 2, counters  # the auth error and the resumed timeout
     assert counters.count(f"{prefix}.failed.GatewayAuthError.count") == 1, counters
+    assert counters.count(f"{prefix}.failed.AirflowSensorTimeout.count") == 1, counters
+    # The deferred path: both sensors count the trigger's verdict through the shared sensor base.
+    job = f"airflow.{CONVERSATION_JOB}"
+    assert counters.count(f"{job}.ready.count") == 1, counters
+    assert counters.count(f"{job}.failed.AirflowFailException.count") == 1, counters

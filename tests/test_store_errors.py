@@ -16,7 +16,8 @@ from batch_items import TEST_ID_KEY
 from fixtures_postgres import PgConnect
 
 from airflow_provider_genesys_llm.client.transcripts import TranscriptRecord
-from airflow_provider_genesys_llm.governance.audit import AuditChainError, AuditChainStore, AuditRecord
+from airflow_provider_genesys_llm.governance.audit import AuditRecord
+from airflow_provider_genesys_llm.governance.chain import AuditChainError, AuditChainStore
 from airflow_provider_genesys_llm.governance.store_errors import StoreError
 from airflow_provider_genesys_llm.sinks.erasure import ErasureError, ErasureTargets, erase
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore, PgVectorStoreError, ResultRow

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_client import make_config
 
-from airflow_provider_genesys_llm.batch.landing import land_transcripts
+from airflow_provider_genesys_llm.batch.landing import FAILED_IDS_IN_SUMMARY, LandingStats, land_transcripts
 from airflow_provider_genesys_llm.client import GatewayClient, RequestValidationError
 from airflow_provider_genesys_llm.client.transcripts import PresignedUrlRefused, TranscriptSource
 from airflow_provider_genesys_llm.governance.masking import PiiMasker
@@ -79,3 +79,14 @@ async def test_landing_is_idempotent_and_masks_pii(source, emulator, pg_connect)
     again = await land_transcripts(source, job_id, store, masker=PiiMasker(), concurrency=4)
     assert again.transcripts == first.transcripts and again.rows_written == 0
     assert store.count() == first.transcripts
+
+
+def test_landing_summary_counts_every_failure_but_keeps_a_bounded_list_of_ids():
+    stats = LandingStats()
+    for number in range(FAILED_IDS_IN_SUMMARY + 25):
+        stats.note_failure(f"conversation-{number}")
+    summary = stats.summary()
+    assert summary["failed_downloads"] == FAILED_IDS_IN_SUMMARY + 25
+    assert summary["failed_conversation_ids"] == [f"conversation-{n}" for n in range(FAILED_IDS_IN_SUMMARY)]
+    summary["failed_conversation_ids"].append("x")  # a copy: the summary cannot change the stats
+    assert len(stats.failed_conversation_ids) == FAILED_IDS_IN_SUMMARY

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..client.errors import GatewayError
@@ -21,26 +21,36 @@ from ..sinks.transcripts import TranscriptStore
 log = logging.getLogger(__name__)
 
 
+#: Conversation ids of failed downloads kept for the summary; the rest are only counted.
+FAILED_IDS_IN_SUMMARY = 50
+
+
 @dataclass
 class LandingStats:
+    """What one landing did, under the names its summary reports, so ``summary`` lists nothing twice.
+
+    Conversations count as the job lists them. A communication without a transcript counts in
+    ``without_transcript``, a failed download in ``failed_downloads`` (with the first
+    ``FAILED_IDS_IN_SUMMARY`` conversation ids: memory stays bounded however many fail), an erased
+    conversation or transcript in ``skipped_erased``.
+    """
+
     conversations: int = 0
     transcripts: int = 0
     rows_written: int = 0
-    missing: int = 0
+    without_transcript: int = 0
     masked_values: int = 0
-    erased: int = 0
-    failed_ids: list[str] = field(default_factory=list)
+    skipped_erased: int = 0
+    failed_downloads: int = 0
+    failed_conversation_ids: list[str] = field(default_factory=list)
+
+    def note_failure(self, conversation_id: str) -> None:
+        self.failed_downloads += 1
+        if len(self.failed_conversation_ids) < FAILED_IDS_IN_SUMMARY:
+            self.failed_conversation_ids.append(conversation_id)
 
     def summary(self) -> dict[str, object]:
-        return {
-            "conversations": self.conversations,
-            "transcripts": self.transcripts,
-            "rows_written": self.rows_written,
-            "without_transcript": self.missing,
-            "masked_values": self.masked_values,
-            "skipped_erased": self.erased,
-            "failed_conversation_ids": self.failed_ids[:50],
-        }
+        return asdict(self)
 
 
 def _mask_strings(value: Any, masker: PiiMasker) -> Any:
@@ -85,16 +95,16 @@ async def land_transcripts(
     async def worker() -> None:
         while (conversation := await queue.get()) is not None:
             if tombstones is not None and tombstones.is_erased(conversation.conversationId):
-                stats.erased += 1
+                stats.skipped_erased += 1
                 continue
             for communication_id in conversation.communication_ids():
                 try:
                     records = await source.transcript(conversation.conversationId, communication_id)
                 except GatewayError as exc:
                     if exc.status_code == 404:
-                        stats.missing += 1  # not transcribed (yet): nothing to land
+                        stats.without_transcript += 1  # not transcribed (yet): nothing to land
                         continue
-                    stats.failed_ids.append(conversation.conversationId)
+                    stats.note_failure(conversation.conversationId)
                     log.warning(
                         "transcript of conversation %s failed: %s", conversation.conversationId, type(exc).__name__
                     )
@@ -102,7 +112,7 @@ async def land_transcripts(
                 for record in records:
                     key = f"{record.conversation_id}:{record.communication_id}:{record.transcript_id}"
                     if tombstones is not None and tombstones.is_erased(key):
-                        stats.erased += 1
+                        stats.skipped_erased += 1
                         continue
                     if masker is not None:
                         record, found = mask_record(record, masker)

@@ -21,7 +21,6 @@ Two promises shape the flush:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
@@ -41,7 +40,7 @@ from ..client.errors import (
     GatewayConnectionError,
     GatewayPermissionError,
 )
-from ..governance.audit import AuditLog, AuditRecord, Cost
+from ..governance.audit import AuditLog, AuditRecord, Cost, RunContext
 from ..governance.completion import GovernedCompletion, complete_governed, completion_audit_record
 from ..governance.keys import IdKey
 from ..governance.masking import PiiDetectedError
@@ -111,19 +110,6 @@ class BatchTimeoutError(TimeoutError):
     """A sink or embedding call exceeded its time limit; a later attempt may succeed."""
 
     transient = True
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where the rows come from, stamped on every row, failure and audit record."""
-
-    dag_id: str | None = None
-    task_id: str | None = None
-    run_id: str | None = None
-    map_index: int | None = None
-    try_number: int | None = None
-    owner: str | None = None
-    conn_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -553,7 +539,7 @@ class BatchRunner:
         record = completion_audit_record(
             request,
             key=self._id_key,
-            context=dataclasses.asdict(self._context),
+            context=self._context.model_dump(),
             status=status,  # type: ignore[arg-type]
             result=result,
             error_class=error_class,

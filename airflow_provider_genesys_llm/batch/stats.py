@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -17,10 +17,10 @@ FAILED_IDS_IN_MANIFEST = 50
 AUDIT_IDS_IN_MANIFEST = 100
 #: Invalid items quoted (position, code and reason, never their text) in the log and manifest.
 INVALID_EXAMPLES = 5
-#: Prompt versions listed in the manifest (most rows first; per-item overrides can make many).
-VERSIONS_IN_MANIFEST = 20
 #: Distinct invalid-reason codes counted one by one; any further codes are counted as "other".
 INVALID_CODES = 64
+#: Prompt versions listed in the manifest (most rows first; per-item overrides can make many).
+VERSIONS_IN_MANIFEST = 20
 
 
 class Reservoir:
@@ -50,18 +50,28 @@ class Reservoir:
         return round(ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))], 3)
 
 
+def counters(stats: object, part: type) -> dict[str, int]:
+    """The integer counters the dataclass ``part`` declares, read from ``stats``: a counter reaches
+    a manifest or summary by being declared, never by being listed a second time."""
+    return {f.name: getattr(stats, f.name) for f in fields(part) if f.type in ("int", int)}
+
+
 @dataclass
-class BatchStats:
-    """Outcome counts of one run; every completion of the input lands in exactly one of
-    ``succeeded``, ``failed``, ``skipped_existing``, ``embedded_earlier``, ``skipped_claimed`` or
-    ``deferred_by_budget`` or ``skipped_other_version``, every item that is never sent in ``invalid``."""
+class Outcomes:
+    """Where the input went: every completion lands in exactly one of ``succeeded``, ``failed``,
+    ``skipped_existing``, ``embedded_earlier``, ``skipped_claimed``, ``deferred_by_budget`` or
+    ``skipped_other_version``, every item that is never sent in ``invalid``; each count sits with its details."""
 
     #: Completions paid for in this run and stored (see ``awaiting_embedding`` for how many lack a vector).
     succeeded: int = 0
     #: Completions the gateway or the output policy refused; recorded in the failures table.
     failed: int = 0
+    #: The first ``FAILED_IDS_IN_MANIFEST`` failed item ids; all of them are in the failures table.
+    failed_ids: list[str] = field(default_factory=list)
     #: Items never sent (schema, limits, NUL, surrogates, bad bytes, empty prompt); failures table.
     invalid: int = 0
+    invalid_reasons: Counter[str] = field(default_factory=Counter)
+    invalid_examples: list[str] = field(default_factory=list)
     #: Completions stored with their embedding by an earlier run: not sent again.
     skipped_existing: int = 0
     #: Completions paid for by an earlier attempt that stored them awaiting an embedding: embedded now, not sent.
@@ -78,34 +88,6 @@ class BatchStats:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Completions whose claim expired while this run paid for them (the worker stalled past the lease).
     claims_lost: int = 0
-    #: What this run's completions cost (None without a price table), in ``currency``.
-    cost: Decimal | None = None
-    currency: str | None = None
-    rows_written: int = 0
-    #: Rows given their embedding in this run (results of this run and of earlier attempts).
-    embeddings_written: int = 0
-    #: Rows stored without an embedding so far (paid; completed by ``set_embeddings`` or the next attempt).
-    awaiting_embedding: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    embedding_fallbacks: int = 0
-    #: With an output schema: completions stored with a valid output, re-asks sent (each paid and
-    #: counted in the tokens), and items whose answer stayed invalid (also counted in ``failed``).
-    output_valid: int = 0
-    output_reasked: int = 0
-    output_invalid: int = 0
-    items_done: int = 0
-    failed_ids: list[str] = field(default_factory=list)
-    invalid_reasons: Counter[str] = field(default_factory=Counter)
-    invalid_examples: list[str] = field(default_factory=list)
-    embedding_fallback_reasons: Counter[str] = field(default_factory=Counter)
-    masking_counts: Counter[str] = field(default_factory=Counter)
-    filtered: int = 0
-    audit_records: int = 0
-    audit_ids: list[str] = field(default_factory=list)
-    latency_ms: Reservoir = field(default_factory=Reservoir)
-    ttft_ms: Reservoir = field(default_factory=Reservoir)
 
     @property
     def failures(self) -> int:
@@ -142,23 +124,7 @@ class BatchStats:
         if len(self.failed_ids) < FAILED_IDS_IN_MANIFEST:
             self.failed_ids.append(source_id)
 
-    def note_masking(self, prompt: Mapping[str, int], output: Mapping[str, int], filters: tuple[str, ...]) -> None:
-        self.masking_counts.update(prompt)
-        self.masking_counts.update(output)
-        if filters:
-            self.filtered += 1
-
-    def note_cost(self, cost: Decimal | None, currency: str | None) -> None:
-        if cost is not None:
-            self.cost = (self.cost or Decimal(0)) + cost
-            self.currency = currency
-
-    def note_audit(self, audit_id: str) -> None:
-        self.audit_records += 1
-        if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
-            self.audit_ids.append(audit_id)
-
-    def _largest_versions(self) -> dict[str, dict[str, Any]]:
+    def largest_versions(self) -> dict[str, dict[str, Any]]:
         """``versions`` bounded: the largest ``VERSIONS_IN_MANIFEST``, the rest summed as ``"other"``."""
         ranked = sorted(self.versions.items(), key=lambda entry: -int(entry[1]["rows"]))
         shown = dict(ranked[:VERSIONS_IN_MANIFEST])
@@ -166,37 +132,91 @@ class BatchStats:
             shown["other"] = {"label": f"{len(rest)} more versions", "rows": sum(int(v["rows"]) for _, v in rest)}
         return shown
 
-    def _output_counts(self) -> dict[str, int]:
+
+@dataclass
+class Writes:
+    """What reached the sink."""
+
+    rows_written: int = 0
+    #: Rows given their embedding in this run (results of this run and of earlier attempts).
+    embeddings_written: int = 0
+    #: Rows stored without an embedding so far (paid; completed by ``set_embeddings`` or the next attempt).
+    awaiting_embedding: int = 0
+    embedding_fallbacks: int = 0
+    embedding_fallback_reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Usage:
+    """What the completions used: requests, tokens, money and time."""
+
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: What this run's completions cost (None without a price table), in ``currency``.
+    cost: Decimal | None = None
+    currency: str | None = None
+    latency_ms: Reservoir = field(default_factory=Reservoir)
+    ttft_ms: Reservoir = field(default_factory=Reservoir)
+
+    def note_cost(self, cost: Decimal | None, currency: str | None) -> None:
+        if cost is not None:
+            self.cost = (self.cost or Decimal(0)) + cost
+            self.currency = currency
+
+
+@dataclass
+class Governed:
+    """What governance did: values masked, outputs filtered, audit records written."""
+
+    masking_counts: Counter[str] = field(default_factory=Counter)
+    filtered: int = 0
+    audit_records: int = 0
+    audit_ids: list[str] = field(default_factory=list)
+
+    def note_masking(self, prompt: Mapping[str, int], output: Mapping[str, int], filters: tuple[str, ...]) -> None:
+        self.masking_counts.update(prompt)
+        self.masking_counts.update(output)
+        if filters:
+            self.filtered += 1
+
+    def note_audit(self, audit_id: str) -> None:
+        self.audit_records += 1
+        if len(self.audit_ids) < AUDIT_IDS_IN_MANIFEST:
+            self.audit_ids.append(audit_id)
+
+
+@dataclass
+class Validated:
+    """With an output schema: completions stored with a valid output, re-asks sent (each paid and
+    counted in the tokens), and items whose answer stayed invalid (also counted in ``failed``)."""
+
+    output_valid: int = 0
+    output_reasked: int = 0
+    output_invalid: int = 0
+
+    def output_counts(self) -> dict[str, int]:
         """The output-schema counts, only for a run that validated answers (the manifest stays small)."""
-        counts = {
-            "output_valid": self.output_valid,
-            "output_reasked": self.output_reasked,
-            "output_invalid": self.output_invalid,
-        }
+        counts = counters(self, Validated)
         return counts if any(counts.values()) else {}
+
+
+@dataclass
+class BatchStats(Outcomes, Writes, Usage, Governed, Validated):
+    """Everything one run counts, in bounded memory; ``manifest`` is its XCom-safe summary."""
+
+    items_done: int = 0
 
     def manifest(self, **extra: Any) -> dict[str, Any]:
         """The small, XCom-safe summary: counts, tokens and latencies, never texts or vectors."""
         return {
             "counts": {
                 "total": self.total,
-                "succeeded": self.succeeded,
-                "failed": self.failed,
-                "invalid": self.invalid,
-                "skipped_existing": self.skipped_existing,
-                "embedded_earlier": self.embedded_earlier,
-                "rows_written": self.rows_written,
-                "embeddings_written": self.embeddings_written,
-                "awaiting_embedding": self.awaiting_embedding,
-                "embedding_fallbacks": self.embedding_fallbacks,
-                "skipped_claimed": self.skipped_claimed,
-                "deferred_by_budget": self.deferred_by_budget,
-                "claims_lost": self.claims_lost,
-                "reenriched": self.reenriched,
-                "skipped_other_version": self.skipped_other_version,
-                **self._output_counts(),
+                **counters(self, Outcomes),
+                **counters(self, Writes),
+                **self.output_counts(),
             },
-            "versions": self._largest_versions(),
+            "versions": self.largest_versions(),
             "cost": None if self.cost is None else {"amount": str(self.cost), "currency": self.currency},
             "failed_ratio": round(self.failed_ratio, 4),
             "invalid_reasons": dict(self.invalid_reasons),

@@ -13,13 +13,13 @@ from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, AuditRecord, RecordStatus, TokenUsage
+from ..governance.audit import COMPLIANCE_TAG, AuditLog, AuditRecord, RecordStatus, TokenUsage
+from ..governance.chain import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
+from ..governance.chain import AuditChainStore
 from ..governance.witness import ChainHead
 from ..hooks.postgres import postgres_connect
 
 log = logging.getLogger(__name__)
-
-DEFAULT_AUDIT_TABLE = "genesys_llm_audit"
 
 
 def record_context(

@@ -36,7 +36,7 @@ from .errors import (
     RequestValidationError,
     detached,
 )
-from .exchange import exchange
+from .exchange import exchange, http_failures
 from .limits import AnswerBound, RequestRateLimiter, build_request, expand_temperatures
 from .models import (
     CompletionRequest,
@@ -434,18 +434,17 @@ class GatewayClient:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(3),
                 wait=wait_exponential(multiplier=0.2, max=2.0),
-                retry=retry_if_exception_type((httpx.HTTPError, _WebhookRefused)),
+                retry=retry_if_exception_type(GatewayError),
                 reraise=True,
             ):
-                with attempt:
+                with attempt, http_failures("POST analytics webhook"):
                     response = await self._http.post(
                         url, json=payload, timeout=self.config.analytics_webhook_timeout_seconds
                     )
                     if response.status_code >= 300:
-                        raise _WebhookRefused(f"HTTP {response.status_code}")
-        except (httpx.HTTPError, _WebhookRefused) as exc:
-            reason = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else exc
-            log.warning("analytics webhook failed after 3 attempts: %s", reason)
+                        raise _WebhookRefused(f"analytics webhook answered HTTP {response.status_code}")
+        except GatewayError as exc:  # its message never holds the URL, which may carry a token
+            log.warning("analytics webhook failed after 3 attempts: %s", exc.message)
             return False
         return True
 
@@ -455,8 +454,8 @@ class GatewayClient:
         return parse_model(GatewayStatus, raw, "status answer")
 
 
-class _WebhookRefused(Exception):
-    """The analytics webhook answered with a non-2xx status."""
+class _WebhookRefused(GatewayError):
+    """The analytics webhook answered with a non-2xx status (tried again, never raised to the caller)."""
 
 
 def _report(slot: Slot, exc: GatewayRateLimitError | GatewayUnavailableError) -> None:

@@ -143,32 +143,27 @@ class _WaitsForRetryAfter(GatewayError):
         self.retry_after = retry_after
 
 
-class GatewayRateLimitError(_WaitsForRetryAfter):
+class _RetriedByClient(GatewayError):
+    """A failure the client's own retry loop tries again, and a later task retry may get past."""
+
+    retryable = True
+    transient = True
+
+
+class GatewayRateLimitError(_WaitsForRetryAfter, _RetriedByClient):
     """HTTP 429, a ``rate_limited`` frame or an overloaded model; wait ``retry_after`` seconds."""
 
-    retryable = True
-    transient = True
 
-
-class GatewayUnavailableError(_WaitsForRetryAfter):
+class GatewayUnavailableError(_WaitsForRetryAfter, _RetriedByClient):
     """A 5xx answer, an ``internal`` error frame or a session closed with 1001/1011."""
 
-    retryable = True
-    transient = True
 
-
-class GatewayConnectionError(GatewayError):
+class GatewayConnectionError(_RetriedByClient):
     """The connection failed or dropped before the answer was complete; counts for the breaker."""
 
-    retryable = True
-    transient = True
 
-
-class GatewayTimeoutError(GatewayError):
+class GatewayTimeoutError(_RetriedByClient):
     """Connect, handshake, first-token, idle or total timeout ran out; counts for the breaker."""
-
-    retryable = True
-    transient = True
 
 
 class GatewayCircuitOpenError(_WaitsForRetryAfter):
@@ -201,8 +196,5 @@ class AnswerTooLargeError(GatewayError):
     fix = "raise max_tokens or answer_token_margin / answer_bytes_per_token if the answer is legitimate"
 
 
-class StreamTruncatedError(GatewayError):
+class StreamTruncatedError(_RetriedByClient):
     """The stream ended before any ``finish_reason``: the answer is incomplete, never a result."""
-
-    retryable = True
-    transient = True

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from .db import Cursor, Database, Lifecycle
 from .settings import BudgetSettings
-from .tables import SPEND, spend_ddl, table
+from .tables import SPEND
 
 BudgetLevel = Literal["per_task", "per_dag_run", "per_day"]
 _TODAY_UTC = "coalesce(%s::date, (clock_timestamp() AT TIME ZONE 'UTC')::date)"
@@ -78,10 +78,11 @@ class BudgetLedger(Lifecycle):
         self.settings = settings
         self.currency = currency
         self._db = Database(conninfo)
-        self._table = table(table_schema, SPEND)
+        self._table_schema = table_schema
+        self._table = SPEND.identifier(table_schema)
 
     async def _setup(self) -> None:
-        await self._db.ensure_tables(spend_ddl(self._table))
+        await self._db.ensure_tables(SPEND.ddl(self._table_schema))
 
     async def aclose(self) -> None:
         await self._db.close()
@@ -96,7 +97,9 @@ class BudgetLedger(Lifecycle):
             raise ValueError(f"amount must be at least 0, got {amount}")
         await self.start()
         async with self._db.transaction() as cursor:
-            await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"{SPEND}:{scope.conn_id}".encode()),))
+            await cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"{SPEND.name}:{scope.conn_id}".encode()),)
+            )
             await cursor.execute(sql.SQL("SELECT " + _TODAY_UTC), (day,))
             row = await cursor.fetchone()
             assert row is not None
@@ -133,30 +136,28 @@ class BudgetLedger(Lifecycle):
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         """Record the real cost (also after the reservation expired: it was spent all the same)."""
-        async with self._db.transaction() as cursor:
-            await cursor.execute(
-                sql.SQL(
-                    "INSERT INTO {} (reservation_id, conn_id, day, dag_run, task, state, amount, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, 'settled', %s, clock_timestamp()) ON CONFLICT (reservation_id)"
-                    " DO UPDATE SET state = 'settled', amount = excluded.amount, expires_at = NULL"
-                ).format(self._table),
-                (
-                    reservation.reservation_id,
-                    reservation.scope.conn_id,
-                    reservation.day,
-                    reservation.scope.dag_run,
-                    reservation.scope.task,
-                    actual,
-                ),
-            )
+        await self._db.execute(
+            sql.SQL(
+                "INSERT INTO {} (reservation_id, conn_id, day, dag_run, task, state, amount, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, 'settled', %s, clock_timestamp()) ON CONFLICT (reservation_id)"
+                " DO UPDATE SET state = 'settled', amount = excluded.amount, expires_at = NULL"
+            ).format(self._table),
+            (
+                reservation.reservation_id,
+                reservation.scope.conn_id,
+                reservation.day,
+                reservation.scope.dag_run,
+                reservation.scope.task,
+                actual,
+            ),
+        )
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose request cost nothing (never sent, refused before generation)."""
-        async with self._db.transaction() as cursor:
-            await cursor.execute(
-                sql.SQL("DELETE FROM {} WHERE reservation_id = %s AND state = 'reserved'").format(self._table),
-                (reservation.reservation_id,),
-            )
+        await self._db.execute(
+            sql.SQL("DELETE FROM {} WHERE reservation_id = %s AND state = 'reserved'").format(self._table),
+            (reservation.reservation_id,),
+        )
 
     async def committed(self, scope: SpendScope, *, day: date | None = None) -> dict[BudgetLevel, Decimal]:
         """Settled spend plus live reservations at each level the scope names."""

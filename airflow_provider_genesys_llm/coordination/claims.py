@@ -22,7 +22,7 @@ from psycopg import sql
 
 from .db import Database, Lifecycle
 from .errors import CoordinationError
-from .tables import ITEM_CLAIMS, claims_ddl, table
+from .tables import ITEM_CLAIMS
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,15 @@ class ItemClaims(Lifecycle):
         self.token = secrets.token_hex(8)
         self.lease_seconds = lease_seconds
         self._db = Database(conninfo)
-        self._table = table(table_schema, ITEM_CLAIMS)
+        self._table_schema = table_schema
+        self._table = ITEM_CLAIMS.identifier(table_schema)
         self._held: set[str] = set()
         #: Ids whose claim expired and went to another owner while held here (the worker stalled).
         self.lost: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def _setup(self) -> None:
-        await self._db.ensure_tables(claims_ddl(self._table))
+        await self._db.ensure_tables(ITEM_CLAIMS.ddl(self._table_schema))
 
     async def aclose(self) -> None:
         """Stop renewing; claims still held are released so another delivery can take them now."""
@@ -150,15 +151,14 @@ class ItemClaims(Lifecycle):
         ids = sorted(set(item_ids))
         if not ids:
             return ()
-        async with self._db.transaction() as cursor:
-            await cursor.execute(
-                sql.SQL(
-                    statement + " WHERE namespace = %s AND item_id = ANY(%s) AND token = %s"
-                    " AND status = 'claimed' RETURNING item_id"
-                ).format(self._table),
-                (self.namespace, ids, self.token),
-            )
-            mine = {str(row[0]) for row in await cursor.fetchall()}
+        rows = await self._db.execute(
+            sql.SQL(
+                statement + " WHERE namespace = %s AND item_id = ANY(%s) AND token = %s"
+                " AND status = 'claimed' RETURNING item_id"
+            ).format(self._table),
+            (self.namespace, ids, self.token),
+        )
+        mine = {str(row[0]) for row in rows}
         self._held.difference_update(ids)
         lost = tuple(item_id for item_id in ids if item_id not in mine)
         self.lost.update(lost)
@@ -174,15 +174,14 @@ class ItemClaims(Lifecycle):
             await asyncio.sleep(interval)
             before = set(self._held)  # ids claimed while this runs are not judged by it
             try:
-                async with self._db.transaction() as cursor:
-                    await cursor.execute(
-                        sql.SQL(
-                            "UPDATE {} SET expires_at = clock_timestamp() + make_interval(secs => %s)"
-                            " WHERE namespace = %s AND token = %s AND status = 'claimed' RETURNING item_id"
-                        ).format(self._table),
-                        (self.lease_seconds, self.namespace, self.token),
-                    )
-                    alive = {str(row[0]) for row in await cursor.fetchall()}
+                rows = await self._db.execute(
+                    sql.SQL(
+                        "UPDATE {} SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+                        " WHERE namespace = %s AND token = %s AND status = 'claimed' RETURNING item_id"
+                    ).format(self._table),
+                    (self.lease_seconds, self.namespace, self.token),
+                )
+                alive = {str(row[0]) for row in rows}
             except CoordinationError as exc:
                 log.warning("item claim heartbeat failed (%s); retrying in %.1fs", exc, interval)
                 continue

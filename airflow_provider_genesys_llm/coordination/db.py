@@ -71,6 +71,12 @@ class Database:
             except psycopg.Error as exc:
                 raise unavailable(exc) from None
 
+    async def execute(self, statement: sql.Composed, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Run one statement in a transaction of its own; the rows it returns (none without RETURNING)."""
+        async with self.transaction() as cursor:
+            await cursor.execute(statement, params)
+            return await cursor.fetchall() if cursor.description is not None else []
+
     async def ensure_tables(self, statements: Sequence[sql.Composed]) -> None:
         """Create tables once, however many processes start at the same moment (an advisory
         lock serialises the creators: concurrent CREATE ... IF NOT EXISTS can still collide)."""

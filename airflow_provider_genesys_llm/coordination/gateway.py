@@ -65,15 +65,14 @@ class GatewayCoordinator(Lifecycle):
     async def _setup(self) -> None:
         """Create the tables and this connection's state row."""
         await self._db.ensure_tables(self._t.ddl())
-        async with self._db.transaction() as cursor:
-            await cursor.execute(
-                sql.SQL(
-                    "INSERT INTO {} (conn_id, limit_now, last_change, paused_until, tokens, tokens_at)"
-                    " VALUES (%s, %s, clock_timestamp(), 'epoch', %s, clock_timestamp())"
-                    " ON CONFLICT (conn_id) DO NOTHING"
-                ).format(self._t.state),
-                (self.conn_id, float(self.settings.max_concurrency), self._bucket.capacity if self._bucket else 0.0),
-            )
+        await self._db.execute(
+            sql.SQL(
+                "INSERT INTO {} (conn_id, limit_now, last_change, paused_until, tokens, tokens_at)"
+                " VALUES (%s, %s, clock_timestamp(), 'epoch', %s, clock_timestamp())"
+                " ON CONFLICT (conn_id) DO NOTHING"
+            ).format(self._t.state),
+            (self.conn_id, float(self.settings.max_concurrency), self._bucket.capacity if self._bucket else 0.0),
+        )
         self._notifications.start()
         self._heartbeat = asyncio.create_task(self._renew_forever(), name="genesys-llm-gate-heartbeat")
 

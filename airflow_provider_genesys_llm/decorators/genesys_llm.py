@@ -30,7 +30,7 @@ from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import Context, context_merge
 
 from ..operators.completion import GenesysLLMCompletionOperator
-from ..operators.rendered_fields import PREVIEW_CHARS, masked_preview
+from ..rendered_fields import PREVIEW_CHARS, masked_preview
 
 
 class PromptTypeError(TypeError):

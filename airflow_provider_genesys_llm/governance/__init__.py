@@ -4,20 +4,8 @@ Nothing here imports Airflow, and psycopg only once an audit chain is used, so t
 operators and plain scripts can all share it.
 """
 
-from .audit import (
-    COMPLIANCE_TAG,
-    AuditChainError,
-    AuditChainStore,
-    AuditLog,
-    AuditRecord,
-    ChainHead,
-    ChainVerification,
-    Timings,
-    TokenUsage,
-    WitnessFormatError,
-    heads_from_log_lines,
-    verify_chain,
-)
+from .audit import COMPLIANCE_TAG, AuditLog, AuditRecord, Timings, TokenUsage
+from .chain import AuditChainError, AuditChainStore, ChainVerification, verify_chain
 from .filters import (
     FilterOutcome,
     FilterPipeline,
@@ -35,6 +23,7 @@ from .masking import (
     StreamRedactor,
     apply_policy,
 )
+from .witness import ChainHead, WitnessFormatError, heads_from_log_lines
 
 __all__ = [
     "COMPLIANCE_TAG",

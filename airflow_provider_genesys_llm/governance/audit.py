@@ -5,7 +5,8 @@ ended, but never the prompt or the answer: the prompt is represented by ``prompt
 two runs can be shown to have sent the same prompt without the audit store holding it.
 
 The chain lives in ``chain.py`` (append, verify), its witnessed heads in ``witness.py`` and the
-least-privilege writer role in ``roles.py``; their public names are re-exported here.
+least-privilege writer role in ``roles.py``: each name has that one home (the ``governance``
+package re-exports the ones users need).
 """
 
 from __future__ import annotations
@@ -19,46 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .canonical import canonical_json
 
-# Re-exported (listed in ``__all__``): the operators, callbacks and users import the chain and its
-# witnesses from here.
-from .chain import (
-    DEFAULT_TABLE,
-    AuditChainError,
-    AuditChainStore,
-    ChainVerification,
-    ConnectionFactory,
-    chain_hash,
-    verify_chain,
-)
-from .witness import (
-    GENESIS_HASH,
-    HEAD_LOG_PREFIX,
-    ChainHead,
-    WitnessFormatError,
-    heads_from_log_lines,
-)
-
 __all__ = [
     "COMPLIANCE_TAG",
-    "DEFAULT_TABLE",
-    "GENESIS_HASH",
-    "HEAD_LOG_PREFIX",
     "LOG_PREFIX",
-    "AuditChainError",
-    "AuditChainStore",
     "AuditLog",
     "AuditRecord",
-    "ChainHead",
-    "ChainVerification",
-    "ConnectionFactory",
+    "Cost",
     "ParameterValue",
     "RecordStatus",
+    "RunContext",
     "Timings",
     "TokenUsage",
-    "WitnessFormatError",
-    "chain_hash",
-    "heads_from_log_lines",
-    "verify_chain",
 ]
 
 #: Tag carried by every record, naming the governance scheme the records follow.
@@ -97,7 +69,22 @@ class Cost(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
-class AuditRecord(BaseModel):
+class RunContext(BaseModel):
+    """Where a record comes from: the run's ids, stamped on every result row, failure and audit
+    record. Declared once here; ``AuditRecord`` carries the same fields at its top level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int | None = None
+    try_number: int | None = None
+    owner: str | None = None
+    conn_id: str | None = None
+
+
+class AuditRecord(RunContext):
     """What happened in one completion (``kind="completion"``) or one task (``kind="task"``).
 
     ``extra="forbid"`` and scalar-only ``parameters`` keep free text out: there is no field a
@@ -113,13 +100,6 @@ class AuditRecord(BaseModel):
     compliance_tag: str = COMPLIANCE_TAG
     request_id: str | None = None
     correlation_id: str | None = None
-    dag_id: str | None = None
-    task_id: str | None = None
-    run_id: str | None = None
-    map_index: int | None = None
-    try_number: int | None = None
-    owner: str | None = None
-    conn_id: str | None = None
     model: str | None = None
     prompt_id: str | None = None
     #: HMAC-SHA256 of the prompt under the deployment's id key (``governance.keys``): two records

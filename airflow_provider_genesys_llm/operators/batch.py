@@ -28,19 +28,20 @@ from ..client import GatewayClient, GatewayConfig
 from ..coordination import SampleCompletion
 from ..coordination.settings import Priority
 from ..exceptions import BatchFailedError
-from ..governance.audit import COMPLIANCE_TAG, AuditChainStore, AuditLog, Cost
+from ..governance.audit import COMPLIANCE_TAG, AuditLog, Cost
+from ..governance.chain import AuditChainStore
 from ..governance.filters import OutputFilter
 from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
 from ..hooks.postgres import airflow_conninfo, pgvector_store_from_airflow
+from ..metrics import StatsObserver, batch_spend
+from ..rendered_fields import MaskedRenderedFieldsMixin
 from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.pgvector import PgVectorStore
 from .assets import batch_extra, declare_results_outlet, emits_results_asset  # issue 11: asset events
 from .lineage import batch_lineage  # issue 11: OpenLineage
-from .metrics import StatsObserver, batch_spend
-from .rendered_fields import MaskedRenderedFieldsMixin
 from .request_fields import RequestFieldsMixin
 from .task_options import OutputSchemaOption, output_schema_of, task_governance
 

@@ -18,8 +18,8 @@ from ..governance.keys import IdKey
 from ..governance.masking import MaskingPolicy, PiiDetectedError
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE, get_id_key
-from .metrics import StatsObserver
-from .rendered_fields import MaskedRenderedFieldsMixin
+from ..metrics import StatsObserver
+from ..rendered_fields import MaskedRenderedFieldsMixin
 from .request_fields import RequestFieldsMixin
 from .task_options import OutputSchemaOption, output_schema_of, task_governance
 

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from ..callbacks.audit import record_context
-from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
+from ..governance.chain import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
 from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import ID_KEY_VARIABLE
 from ..sinks.erasure import DEFAULT_TOMBSTONES_TABLE, DEFAULT_TRANSCRIPTS_TABLE, ErasureTargets

@@ -18,11 +18,11 @@ from ..hooks.genesys_llm import GenesysLLMHook
 from ..hooks.id_key import get_id_key
 from ..hooks.polling import check_intervals, poll_until
 from ..hooks.postgres import postgres_connect
+from ..metrics import TRANSCRIPTS, count_outcomes  # issue 11: outcome metrics
 from ..sinks.erasure import TombstoneList, stored_digests
 from ..sinks.transcripts import TranscriptStore
 from .assets import declare_results_outlet, emits_results_asset, transcripts_extra  # issue 11: asset events
 from .lineage import transcripts_lineage  # issue 11: OpenLineage
-from .metrics import TRANSCRIPTS, count_outcomes  # issue 11: outcome metrics
 
 #: Cap on the doubling wait between analytics-job checks.
 MAX_JOB_POLL_INTERVAL = 60.0
@@ -176,10 +176,10 @@ class GenesysTranscriptsToPostgresOperator(BaseAsyncOperator):
             await hook.get_async_client().aclose()
         summary = {"job_id": job_id, "table": f"{self.schema}.{self.table}", **stats.summary()}
         self.log.info("landed transcripts: %s", summary)
-        if stats.failed_ids:
+        if stats.failed_downloads:
             await asyncio.to_thread(context["ti"].xcom_push, key="return_value", value=summary)  # a supervisor request
             raise TranscriptDownloadError(
-                f"{len(stats.failed_ids)} transcripts could not be downloaded; everything else is stored, "
+                f"{stats.failed_downloads} transcripts could not be downloaded; everything else is stored, "
                 "and a retry re-lands the interval idempotently",
                 transient=True,
             )

@@ -1,8 +1,9 @@
 """What both sensors share, as ``triggers/_polling.py`` is what both triggers share.
 
-A subclass says what one poke does (``poke``), what it remembers between pokes (``_new_state``),
-which trigger waits for it when deferred (``_trigger``) and how its waits are named; the hook's
-lifetime, the deferral, the backoff default and the timeout and trigger-event handling live here.
+A subclass says what one check does (``_check``), what it remembers between checks (``_new_state``),
+which trigger waits for it when deferred (``_trigger``), how its waits are named and under which
+metric prefix they are counted; the hook's lifetime, the deferral, the backoff default, the
+outcome metrics and the timeout and trigger-event handling live here.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, Unpack
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from ..hooks.genesys_llm import GenesysLLMHook
+from ..metrics import count_call
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -51,6 +53,8 @@ class DeadlinePollingSensor(BaseSensorOperator, Generic[State]):
     trigger_name: ClassVar[str]
     #: Logged with the summary when the wait is over, e.g. "Gateway ready".
     done_message: ClassVar[str]
+    #: Prefix of the ``ready``/``not_ready``/``failed`` counters of every check, in both modes.
+    metric_prefix: ClassVar[str]
 
     def __init__(self, *, genesys_llm_conn_id: str, deferrable: bool, **kwargs: Any) -> None:
         if kwargs.get("exponential_backoff") and kwargs.get("max_wait") is None:
@@ -88,6 +92,13 @@ class DeadlinePollingSensor(BaseSensorOperator, Generic[State]):
 
     # --- poke (and reschedule) mode -------------------------------------------------------
 
+    def _check(self, context: Context) -> bool | PokeReturnValue:
+        """One check: done (with the summary as XCom value) or not yet."""
+        raise NotImplementedError
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        return count_call(self.metric_prefix, lambda: self._check(context), poke=True)
+
     def execute(self, context: Context) -> Any:
         if self.deferrable:
             self._defer()
@@ -124,7 +135,10 @@ class DeadlinePollingSensor(BaseSensorOperator, Generic[State]):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: return its summary, or fail with its message (without retries
-        when the trigger says retrying cannot help)."""
+        when the trigger says retrying cannot help). Counted like a poke: the trigger's check."""
+        return count_call(self.metric_prefix, lambda: self._resume(event), poke=True)
+
+    def _resume(self, event: dict[str, Any] | None) -> dict[str, Any]:
         if not event:
             raise AirflowException(f"{self.trigger_name} ended without an event")
         status = event.get("status")

@@ -9,7 +9,7 @@ from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from ..hooks.genesys_llm import GenesysLLMHook
-from ..operators.metrics import CONVERSATION_JOB, count_outcomes  # issue 11: outcome metrics
+from ..metrics import CONVERSATION_JOB
 from ..triggers.conversation_job import ConversationJobWatch, GenesysConversationJobTrigger, check_job_id
 from ._polling import DeadlinePollingSensor
 
@@ -51,6 +51,7 @@ class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
     template_fields: Sequence[str] = ("job_id", "genesys_llm_conn_id")
     trigger_name = "the conversation-job trigger"
     done_message = "Conversation-details job fulfilled"
+    metric_prefix = CONVERSATION_JOB
 
     def __init__(
         self,
@@ -75,8 +76,7 @@ class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
         check_job_id(self.job_id)  # the rendered id, before any call or deferral
         return super().execute(context)
 
-    @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
-    def poke(self, context: Context) -> bool | PokeReturnValue:
+    def _check(self, context: Context) -> bool | PokeReturnValue:
         watch = self._state()
         try:
             status = self.hook.get_conversation_job(self.job_id, retry=False)
@@ -104,7 +104,3 @@ class GenesysConversationJobSensor(DeadlinePollingSensor[ConversationJobWatch]):
 
     def _trigger(self, **polling: Unpack[PollingSettings]) -> GenesysConversationJobTrigger:
         return GenesysConversationJobTrigger(**polling, job_id=self.job_id)
-
-    @count_outcomes(CONVERSATION_JOB, poke=True)  # issue 11
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        return super().execute_complete(context, event)

@@ -9,11 +9,12 @@ from airflow.sdk import PokeReturnValue, conf
 
 from ..governance.masking import PiiMasker
 from ..hooks.genesys_llm import GenesysLLMHook
-from ..operators.metrics import GATEWAY_CHECK, count_outcomes  # issue 11: outcome metrics
-from ..operators.rendered_fields import MaskedRenderedFieldsMixin
+from ..metrics import GATEWAY_CHECK
+from ..rendered_fields import MaskedRenderedFieldsMixin
 from ..triggers.gateway import (
     DEFAULT_PROBE_MAX_TOKENS,
     DEFAULT_PROBE_PROMPT,
+    GatewayCheck,
     GatewayReadiness,
     GenesysLLMGatewayTrigger,
     probe_latencies,
@@ -69,6 +70,7 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
     preview_masker = PiiMasker()
     trigger_name = "the gateway trigger"
     done_message = "Gateway ready"
+    metric_prefix = GATEWAY_CHECK
 
     def __init__(
         self,
@@ -83,23 +85,17 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
         **kwargs: Any,
     ) -> None:
         super().__init__(genesys_llm_conn_id=genesys_llm_conn_id, deferrable=deferrable, **kwargs)
-        GatewayReadiness(accept_degraded, min_remaining_requests)  # validates both now, not at run time
-        if isinstance(probe_max_tokens, bool) or not isinstance(probe_max_tokens, int) or probe_max_tokens < 1:
-            raise ValueError(f"probe_max_tokens must be an integer of at least 1, got {probe_max_tokens!r}")
-        self.accept_degraded = accept_degraded
-        self.min_remaining_requests = min_remaining_requests
-        self.probe = probe
+        # Validated now, when the DAG is parsed, not at run time.
+        self.check = GatewayCheck(accept_degraded, min_remaining_requests, probe, probe_max_tokens)
         self.probe_prompt = probe_prompt
-        self.probe_max_tokens = probe_max_tokens
 
     def _new_state(self) -> GatewayReadiness:
-        return GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
+        return self.check.readiness()
 
     def _not_done(self, state: GatewayReadiness) -> str:
         return f"Gateway {self.genesys_llm_conn_id!r} was not ready: {state.describe()}"
 
-    @count_outcomes(GATEWAY_CHECK, poke=True)  # issue 11
-    def poke(self, context: Context) -> bool | PokeReturnValue:
+    def _check(self, context: Context) -> bool | PokeReturnValue:
         readiness = self._state()
         try:
             status = self.hook.get_status(retry=False)  # the next poke is the retry
@@ -112,10 +108,10 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
             self.log.info("Gateway not ready: %s.", readiness.describe())
             return False
         latencies = None
-        if self.probe:
+        if self.check.probe:
             try:
                 prompt = self.raw_field("probe_prompt")
-                result = self.hook.complete(probe_messages(prompt), max_tokens=self.probe_max_tokens)
+                result = self.hook.complete(probe_messages(prompt), max_tokens=self.check.probe_max_tokens)
             except Exception as exc:
                 if not readiness.observe_error(exc, probe=True):
                     raise
@@ -129,15 +125,8 @@ class GenesysLLMGatewaySensor(MaskedRenderedFieldsMixin, DeadlinePollingSensor[G
     def _trigger(self, **polling: Unpack[PollingSettings]) -> GenesysLLMGatewayTrigger:
         return GenesysLLMGatewayTrigger(
             **polling,
-            accept_degraded=self.accept_degraded,
-            min_remaining_requests=self.min_remaining_requests,
-            probe=self.probe,
+            **self.check.kwargs(),
             # Masked: the trigger's arguments are stored in Airflow's database, and the gateway
             # would receive the masked prompt anyway.
             probe_prompt=self.probe_prompt,
-            probe_max_tokens=self.probe_max_tokens,
         )
-
-    @count_outcomes(GATEWAY_CHECK, poke=True)  # issue 11
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        return super().execute_complete(context, event)

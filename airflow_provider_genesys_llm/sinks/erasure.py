@@ -37,8 +37,9 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from ..governance.audit import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
-from ..governance.audit import AuditChainError, AuditChainStore, AuditLog, AuditRecord
+from ..governance.audit import AuditLog, AuditRecord
+from ..governance.chain import DEFAULT_TABLE as DEFAULT_AUDIT_TABLE
+from ..governance.chain import AuditChainError, AuditChainStore
 from ..governance.keys import IdKey
 from ..governance.masking import PiiMasker
 from ..governance.store_errors import StoreError, postgres_reason

@@ -27,9 +27,11 @@ State = TypeVar("State")
 MIN_CHECK_SECONDS = 5.0
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that mean "not ready yet" (rate limited, unavailable, timed out, dropped);
-    False for errors a later check cannot fix (credentials, permission, bad config, protocol)."""
+def worth_another_check(exc: BaseException) -> bool:
+    """True for errors that mean "not ready yet" (rate limited, unavailable, timed out, dropped):
+    the next poll may see the gateway answer. False for errors a later check cannot fix
+    (credentials, permission, bad config, protocol). Narrower than a task retry's ``transient``:
+    a protocol error may pass on a later task attempt, but polling on would only repeat it."""
     if isinstance(exc, GatewayError):
         return exc.retryable or isinstance(exc, GatewayCircuitOpenError)  # an open breaker closes again
     return isinstance(exc, TimeoutError)
@@ -79,14 +81,9 @@ class DeadlinePollingTrigger(BaseTrigger, Generic[State]):
         self.started_at = float(started_at) if started_at is not None else time.time()
 
     def _polling_kwargs(self) -> dict[str, Any]:
-        """The serialized settings every polling trigger has: a connection id, never a credential."""
-        return {
-            "genesys_llm_conn_id": self.genesys_llm_conn_id,
-            "deadline": self.deadline,
-            "poll_interval": self.poll_interval,
-            "max_poll_interval": self.max_poll_interval,
-            "started_at": self.started_at,
-        }
+        """The serialized settings every polling trigger has (``PollingSettings``, kept as attributes
+        of the same names): a connection id, never a credential."""
+        return {name: getattr(self, name) for name in PollingSettings.__annotations__}
 
     def _check_timeout(self) -> float:
         return max(self.deadline - time.time(), MIN_CHECK_SECONDS)

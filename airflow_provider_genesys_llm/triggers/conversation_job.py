@@ -18,7 +18,7 @@ from airflow.triggers.base import TriggerEvent
 
 from ..client.transcripts import TERMINAL_STATES, JobStatus
 from ..governance.masking import PiiMasker
-from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, is_transient
+from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, worth_another_check
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -71,7 +71,7 @@ class ConversationJobWatch:
         if not counting:
             self.checks += 1
         self.last_error = ("counting the results failed: " if counting else "") + describe_error(exc)
-        return is_transient(exc)
+        return worth_another_check(exc)
 
     def failure_message(self) -> str:
         """Why a job that ended without results failed the task, and what to do about it."""

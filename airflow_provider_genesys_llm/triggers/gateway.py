@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow.triggers.base import TriggerEvent
 
 from ..client import CompletionResult, GatewayStatus
-from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, is_transient
+from ._polling import DeadlinePollingTrigger, PollingSettings, describe_error, worth_another_check
 
 if TYPE_CHECKING:
     from ..hooks.genesys_llm import GenesysLLMHook
@@ -73,7 +73,7 @@ class GatewayReadiness:
         if not probe:
             self.checks += 1
         self.last_error = ("probe failed: " if probe else "") + describe_error(exc)
-        return is_transient(exc)
+        return worth_another_check(exc)
 
     def describe(self) -> str:
         """The last thing seen, for logs and failure messages."""
@@ -104,6 +104,32 @@ class GatewayReadiness:
         return summary
 
 
+@dataclass(frozen=True)
+class GatewayCheck:
+    """What the sensor and its trigger check: when the gateway counts as ready and whether to probe
+    it. Validated once, here, whether the sensor builds it in a DAG file or the trigger in the
+    triggerer. (The probe's prompt is not part of it: it is a templated, masked sensor field.)"""
+
+    accept_degraded: bool = False
+    min_remaining_requests: int = 1
+    probe: bool = False
+    probe_max_tokens: int = DEFAULT_PROBE_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        self.readiness()  # validates the readiness settings where they are judged
+        tokens = self.probe_max_tokens
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(f"probe_max_tokens must be an integer of at least 1, got {tokens!r}")
+
+    def readiness(self) -> GatewayReadiness:
+        """A fresh judge for one wait."""
+        return GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings as the trigger's keyword arguments."""
+        return asdict(self)
+
+
 class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
     """Poll the gateway status until it is ready, the deadline passes, or a permanent error occurs.
 
@@ -128,14 +154,8 @@ class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
         **polling: Unpack[PollingSettings],
     ) -> None:
         super().__init__(**polling)
-        if probe_max_tokens < 1:
-            raise ValueError(f"probe_max_tokens must be at least 1, got {probe_max_tokens}")
-        GatewayReadiness(accept_degraded, min_remaining_requests)  # validates the two settings now
-        self.accept_degraded = accept_degraded
-        self.min_remaining_requests = min_remaining_requests
-        self.probe = probe
+        self.check = GatewayCheck(accept_degraded, min_remaining_requests, probe, probe_max_tokens)
         self.probe_prompt = probe_prompt
-        self.probe_max_tokens = probe_max_tokens
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The connection id and plain settings; never a credential or token."""
@@ -143,16 +163,13 @@ class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
             "airflow_provider_genesys_llm.triggers.gateway.GenesysLLMGatewayTrigger",
             {
                 **self._polling_kwargs(),
-                "accept_degraded": self.accept_degraded,
-                "min_remaining_requests": self.min_remaining_requests,
-                "probe": self.probe,
+                **self.check.kwargs(),
                 "probe_prompt": self.probe_prompt,
-                "probe_max_tokens": self.probe_max_tokens,
             },
         )
 
     def _new_state(self) -> GatewayReadiness:
-        return GatewayReadiness(self.accept_degraded, self.min_remaining_requests)
+        return self.check.readiness()
 
     async def _check(self, hook: GenesysLLMHook, readiness: GatewayReadiness) -> TriggerEvent | None:
         try:
@@ -180,9 +197,9 @@ class GenesysLLMGatewayTrigger(DeadlinePollingTrigger[GatewayReadiness]):
         """The success event, after the probe when one is asked for; None when a transient probe
         failure means the gateway is not ready after all."""
         latencies = None
-        if self.probe:
+        if self.check.probe:
             try:
-                probe = hook.acomplete(probe_messages(self.probe_prompt), max_tokens=self.probe_max_tokens)
+                probe = hook.acomplete(probe_messages(self.probe_prompt), max_tokens=self.check.probe_max_tokens)
                 result = await asyncio.wait_for(probe, self._check_timeout())
             except Exception as exc:
                 if not readiness.observe_error(exc, probe=True):

@@ -22,13 +22,11 @@ from pydantic import ValidationError
 from ..config import GatewayConfig
 from ..errors import (
     AnswerTooLargeError,
-    GatewayConnectionError,
     GatewayError,
     GatewayProtocolError,
-    GatewayTimeoutError,
     StreamTruncatedError,
 )
-from ..exchange import MAX_ERROR_BODY_BYTES, read_limited
+from ..exchange import MAX_ERROR_BODY_BYTES, http_failures, read_limited
 from ..limits import AnswerBound
 from ..models import ChatChunk, ChatCompletion, ChatParams, ChatRequestPayload, CompletionRequest, Message
 from ..parsing import describe, loads_or_none
@@ -73,7 +71,7 @@ class SSETransport:
             "Accept": "text/event-stream" if self._stream else "application/json",
         }
         started = time.perf_counter()
-        try:
+        with http_failures(f"POST {self._url}"):
             async with self._http.stream(
                 "POST", self._url, content=_payload(request, self._stream), headers=headers
             ) as response:
@@ -88,10 +86,6 @@ class SSETransport:
                         yield text
                 else:
                     yield await self._whole(response, info, AnswerBound(self._config, request).max_bytes)
-        except httpx.TimeoutException as exc:
-            raise GatewayTimeoutError(f"POST {self._url} timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(f"POST {self._url} dropped: {type(exc).__name__}") from None
 
     async def _events(self, response: httpx.Response, info: AttemptInfo) -> AsyncIterator[str]:
         validate = ChatChunk.model_validate_json

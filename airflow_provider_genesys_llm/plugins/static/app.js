@@ -9,6 +9,38 @@ const fmt = (value, digits = 0) =>
     ? "–"
     : Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
 
+// The summary cards, in page order: test id, label, and how the summary shows in it. The cards are
+// built from this table and filled from it, so a card cannot be shown without a value or the reverse.
+const CARDS = [
+  ["completions", "completions", (s) => fmt(s.completions)],
+  ["failed", "failed", (s) => fmt(s.failed)],
+  ["skipped", "skipped as already stored", (s) => (s.skipped_existing === null ? "–" : fmt(s.skipped_existing))],
+  ["prompt-tokens", "prompt tokens", (s) => fmt(s.prompt_tokens)],
+  ["completion-tokens", "completion tokens", (s) => fmt(s.completion_tokens)],
+  ["total-tokens", "total tokens", (s) => fmt(s.total_tokens)],
+  ["cost", "cost", (s) => (s.cost === null ? "–" : `${fmt(s.cost, 4)} ${s.currency}`)],
+  ["latency", "latency p50 / p95 (ms)", (s) => `${fmt(s.latency_p50, 1)} / ${fmt(s.latency_p95, 1)}`],
+  ["ttft", "time to first token p50 / p95 (ms)", (s) => `${fmt(s.ttft_p50, 1)} / ${fmt(s.ttft_p95, 1)}`],
+  ["tps", "tokens per second (median)", (s) => fmt(s.tokens_per_second_p50, 1)],
+];
+
+function buildCards() {
+  for (const [testid, label] of CARDS) {
+    const card = document.createElement("div");
+    card.className = "card";
+    card.id = `${testid}-card`;
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    const value = document.createElement("span");
+    value.className = "value";
+    value.dataset.testid = testid;
+    value.textContent = "–";
+    card.append(name, value);
+    $("cards").append(card);
+  }
+}
+
 async function api(path, params = {}, payload = undefined) {
   const given = Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined);
   const response = await fetch(`api/${path}?${new URLSearchParams(given)}`, {
@@ -94,17 +126,9 @@ async function loadSummary(mine) {
   const s = await api("summary", params);
   if (stale(mine)) return;
   $("cost-card").hidden = s.cost === null;
-  const set = (testid, text) => { document.querySelector(`[data-testid="${testid}"]`).textContent = text; };
-  set("completions", fmt(s.completions));
-  set("failed", fmt(s.failed));
-  set("skipped", s.skipped_existing === null ? "–" : fmt(s.skipped_existing));
-  set("prompt-tokens", fmt(s.prompt_tokens));
-  set("completion-tokens", fmt(s.completion_tokens));
-  set("total-tokens", fmt(s.total_tokens));
-  set("cost", s.cost === null ? "–" : `${fmt(s.cost, 4)} ${s.currency}`);
-  set("latency", `${fmt(s.latency_p50, 1)} / ${fmt(s.latency_p95, 1)}`);
-  set("ttft", `${fmt(s.ttft_p50, 1)} / ${fmt(s.ttft_p95, 1)}`);
-  set("tps", fmt(s.tokens_per_second_p50, 1));
+  for (const [testid, , show] of CARDS) {
+    document.querySelector(`[data-testid="${testid}"]`).textContent = show(s);
+  }
   histogram("latency-chart", s.latency_histogram, "#3b82f6");
   histogram("ttft-chart", s.ttft_histogram, "#10b981");
   rows(document.querySelector('[data-testid="failures"] tbody'), s.failures, (f) => [
@@ -177,6 +201,7 @@ async function refresh(what) {
 }
 
 async function main() {
+  buildCards();
   try {
     const config = await api("config");
     fillSelect($("table"), config.tables.map((t) => [t, t]), false);

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from ..governance.masking import PiiMasker
+from .governance.masking import PiiMasker
 
 #: Characters of masked text kept per field in the rendered-template store; Airflow truncates
 #: long values anyway, and masking a 100,000-item list only to truncate it would cost seconds.

@@ -8,7 +8,8 @@ purpose: ids or free text as tags would explode the number of series.
 
 Every operator and sensor that talks to the gateway emits through this module: the completion and
 batch operators per completion (``StatsObserver``), the gateway sensor per check and the
-transcripts operator per run (``count_outcomes``). ``METRICS`` is the documented table.
+transcripts operator per run (``count_outcomes``). ``METRICS`` lists every name, with its type,
+tags and meaning, for the README's table and the naming test (tests/test_metrics_names.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.observability.stats import Stats
 
-from ..client import CompletionResult
+from .client import CompletionResult
 
 PREFIX = "genesys_llm.completion"
 BATCH_PREFIX = "genesys_llm.batch"
@@ -40,7 +41,7 @@ class Metric(NamedTuple):
 
 
 _COMPLETION_TAGS = "model, transport"
-#: Every metric this provider emits (the README's table is generated from it).
+#: Every metric this provider emits: the README's table lists the same names.
 METRICS: dict[str, Metric] = {
     f"{PREFIX}.success.count": Metric("counter", _COMPLETION_TAGS, "completions that returned an answer"),
     f"{PREFIX}.failed.count": Metric(
@@ -118,11 +119,15 @@ class StatsObserver:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
-def _done(value: Any) -> bool:
-    """A sensor's poke result: ``True`` or a ``PokeReturnValue`` whose ``is_done`` is set."""
-    return bool(getattr(value, "is_done", value))
+def _counted(prefix: str, value: _T, *, poke: bool) -> _T:
+    """Count a call that returned ``value``: ``success``, or for a poke ``ready`` (``True`` or a
+    ``PokeReturnValue`` whose ``is_done`` is set) or ``not_ready``."""
+    outcome = ("ready" if getattr(value, "is_done", value) else "not_ready") if poke else "success"
+    Stats.incr(f"{prefix}.{outcome}.count")
+    return value
 
 
 @contextlib.contextmanager
@@ -135,6 +140,13 @@ def _failures_counted(prefix: str) -> Iterator[None]:
         raise
 
 
+def count_call(prefix: str, call: Callable[[], _T], *, poke: bool = False) -> _T:
+    """Run ``call`` and count it as one outcome, as ``count_outcomes`` does for a method: for a
+    caller whose prefix is a class attribute (the sensor base), not known where it is defined."""
+    with _failures_counted(prefix):
+        return _counted(prefix, call(), poke=poke)
+
+
 def count_outcomes(prefix: str, *, poke: bool = False) -> Callable[[_F], _F]:
     """Decorate an ``execute``/``aexecute``/``poke`` so each call counts as one outcome.
 
@@ -142,29 +154,19 @@ def count_outcomes(prefix: str, *, poke: bool = False) -> Callable[[_F], _F]:
     that raise as ``failed`` with the exception's class. The exception is re-raised unchanged.
     """
 
-    def outcome(value: Any) -> str:
-        if not poke:
-            return "success"
-        return "ready" if _done(value) else "not_ready"
-
-    def done(value: Any) -> Any:
-        Stats.incr(f"{prefix}.{outcome(value)}.count")
-        return value
-
     def decorate(func: _F) -> _F:
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 with _failures_counted(prefix):
-                    return done(await func(*args, **kwargs))
+                    return _counted(prefix, await func(*args, **kwargs), poke=poke)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _failures_counted(prefix):
-                return done(func(*args, **kwargs))
+            return count_call(prefix, functools.partial(func, *args, **kwargs), poke=poke)
 
         return wrapper  # type: ignore[return-value]
 
