@@ -185,7 +185,9 @@ def test_manifest_counts_every_outcome_and_write_counter_by_name():
     assert set(counts) == {
         "total", "succeeded", "failed", "invalid", "skipped_existing", "embedded_earlier", "skipped_claimed",
         "deferred_by_budget", "claims_lost", "rows_written", "embeddings_written", "awaiting_embedding",
-        "embedding_fallbacks",
+        "embedding_fallbacks", "reenriched", "skipped_other_version",
     }  # fmt: skip
+    assert "output_valid" not in counts  # output counts only for runs that validated answers
+    assert BatchStats(output_reasked=2).manifest()["counts"]["output_reasked"] == 2
     assert counts["total"] == 3 + 1 + 2 + 4  # claims_lost and awaiting_embedding are not outcomes of their own
     assert counts["skipped_claimed"] == 4 and counts["claims_lost"] == 1 and counts["awaiting_embedding"] == 5

@@ -17,7 +17,7 @@ from batch_items import TEST_ID_KEY_TEXT, make_items
 from fixtures_postgres import PgConnect, PgServer, export_airflow_connection
 from test_conversation_job_sensor import connection_json
 
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore
 from airflow_provider_genesys_llm.operators import batch
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
 

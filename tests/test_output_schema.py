@@ -23,7 +23,7 @@ from airflow_provider_genesys_llm.batch.output_schema import OutputSchema, Outpu
 from airflow_provider_genesys_llm.batch.runner import BatchRunner, BatchSettings, RunContext
 from airflow_provider_genesys_llm.client import GatewayClient
 from airflow_provider_genesys_llm.client.auth import TOKEN_CACHE
-from airflow_provider_genesys_llm.governance.audit import AuditChainStore, verify_chain
+from airflow_provider_genesys_llm.governance.chain import AuditChainStore, verify_chain
 from airflow_provider_genesys_llm.governance.policy import Governance
 from airflow_provider_genesys_llm.sinks.output_columns import OutputColumnError
 from airflow_provider_genesys_llm.sinks.pgvector import PgVectorStore
