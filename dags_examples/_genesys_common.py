@@ -19,6 +19,20 @@ SYSTEM_PROMPT = (
     "You analyse contact-center transcripts. Answer in JSON with the keys "
     "sentiment (positive|neutral|negative), intent and summary."
 )
+#: What the answer must be: validated per item (an invalid answer is re-asked, then recorded as a
+#: failure), stored as ``output`` jsonb, with ``sentiment`` and ``intent`` as typed columns.
+INSIGHT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+        "intent": {"type": "string"},
+        "summary": {"type": "string"},
+    },
+    "required": ["sentiment", "intent", "summary"],
+}
+INSIGHT_COLUMNS = ["sentiment", "intent"]
+#: Stored on every row next to its keyed ``prompt_version``; change it when you change the prompt.
+PROMPT_LABEL = "insights v1"
 
 #: Transcripts of one interval as batch items (id = the transcript's natural key); bound parameters
 #: ``start`` and ``end`` come from ``sql_parameters``.

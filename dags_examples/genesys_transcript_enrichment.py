@@ -12,14 +12,17 @@ from _genesys_common import (
     AUDIT_CONN_ID,
     DEFAULT_ARGS,
     GATEWAY_POOL,
+    INSIGHT_COLUMNS,
+    INSIGHT_SCHEMA,
     INSIGHTS_TABLE,
     POSTGRES_CONN_ID,
+    PROMPT_LABEL,
     SYSTEM_PROMPT,
     TRANSCRIPTS_SQL,
     TRANSCRIPTS_TABLE,
 )
-from airflow.exceptions import AirflowSkipException
 from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_genesys_llm.hooks.genesys_llm import GenesysLLMHook
 from airflow_provider_genesys_llm.operators.batch import GenesysLLMBatchCompletionOperator
@@ -76,7 +79,9 @@ with DAG(
         audit_conn_id=AUDIT_CONN_ID,
         table=INSIGHTS_TABLE,
         system=SYSTEM_PROMPT,
-        response_format="json",
+        prompt_label=PROMPT_LABEL,
+        output_schema=INSIGHT_SCHEMA,
+        output_columns=INSIGHT_COLUMNS,
         temperature=0.2,
         max_tokens=256,
         embed="json:summary",

@@ -146,6 +146,11 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
             interval,
         ).fetchone()
         failures = conn.execute(f"SELECT count(*) FROM {TABLE}_failures WHERE NOT resolved").fetchone()[0]
+        # Typed columns generated from the validated output (output_schema + output_columns).
+        by_sentiment = conn.execute(f"SELECT sentiment, count(*) FROM {TABLE} GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        versions = conn.execute(
+            f"SELECT coalesce(prompt_label, '-'), prompt_version, count(*) FROM {TABLE} GROUP BY 1, 2 ORDER BY 3 DESC"
+        ).fetchall()
     sent = after["ws_requests"] + after["sse"] - before["ws_requests"] - before["sse"]
     heads = witnessed_heads()
     chain = verify_chain(lambda: psycopg.connect(conninfo), witnesses=heads)
@@ -162,6 +167,8 @@ def report(gateway: str, conninfo: str, before: dict[str, int], after: dict[str,
         f"tokens: {tokens}   latency p50 {p50 or 0:.1f} ms, p95 {p95 or 0:.1f} ms,"
         f" time to first token p50 {ttft or 0:.1f} ms"
     )
+    print("rows by sentiment (typed column): " + ", ".join(f"{value}={count}" for value, count in by_sentiment))
+    print("rows by prompt version: " + ", ".join(f"{label} ({version})={count}" for label, version, count in versions))
     print(
         f"audit chain: {'OK' if chain.ok else 'BROKEN'} ({chain.rows_checked} records,"
         f" {chain.witnesses_checked} head(s) witnessed in XCom match)" + (f": {chain.problem}" if chain.problem else "")
