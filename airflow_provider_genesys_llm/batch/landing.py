@@ -37,8 +37,10 @@ class LandingStats:
 
     conversations: int = 0
     transcripts: int = 0
+    #: Transcript rows the store reports written.
     rows_written: int = 0
     without_transcript: int = 0
+    #: PII values masked in the landed texts, all types together.
     masked_values: int = 0
     skipped_erased: int = 0
     failed_downloads: int = 0
