@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+# Test files run in parallel, one pytest-xdist worker per core (each with its own emulator, Postgres
+# and copy of the migrated Airflow database); PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast test-fleet wheel-smoke bench lint clean chromium
 
@@ -15,11 +19,11 @@ $(VENV)/.installed: pyproject.toml emulator/pyproject.toml requirements/constrai
 
 # The gates first (format, lint, types: seconds), then every test but the fleet (make test-fleet).
 test: $(VENV)/.installed chromium lint
-	$(PY) -m pytest -q --durations=15 -m "not fleet"
+	$(PY) -m pytest -q $(XDIST) --durations=15 -m "not fleet"
 
 # Everything but the tests that start real Airflow processes or a browser: the inner loop.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not airflow and not browser and not fleet"
+	$(PY) -m pytest -q $(XDIST) -m "not airflow and not browser and not fleet"
 
 # Issue 10's proof on the real distributed engine: Redis, CeleryExecutor, a scheduler, API server,
 # DAG processor, triggerer and three Celery workers (one SIGKILLed mid-run), ~3 min on 2 cores.

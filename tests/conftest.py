@@ -4,7 +4,9 @@ processes and the browser."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,15 +53,32 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
 
 
 @pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory) -> Path:
-    """One migrated metadata database for every DAG test of the session."""
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated metadata database for every DAG test of this worker: ``airflow db migrate`` runs
+    once per test run, and each pytest-xdist worker copies the result into a home of its own (two
+    processes writing one SQLite file would lock each other out)."""
     home = tmp_path_factory.mktemp("airflow-home")
-    done = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    shutil.copy2(migrated_database(tmp_path_factory), home / "airflow.db")
     return home
+
+
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's one migrated SQLite database. Under xdist the workers share the parent of their
+    temporary folders, and the first to take the lock migrates while the others wait for it."""
+    worker_id = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker_id else tmp_path_factory.getbasetemp()
+    home = shared / "airflow-migrated"
+    with open(shared / "airflow-migrated.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes; db migrate is bounded below
+        database = home / "airflow.db"
+        if not database.exists():
+            home.mkdir(exist_ok=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+        return database

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-from airflow_runner import airflow_env
+from airflow_runner import airflow_env, jobs_answer_at_once
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = {"start": "2026-10-01", "end": "2026-10-08"}
@@ -51,6 +51,7 @@ def counts(pg_server) -> tuple[int, int, int]:
 
 def test_seven_day_backfill_with_fault_then_rerun_gives_one_row_per_transcript(airflow_home, emulator, pg_server):
     env = airflow_env(airflow_home, ROOT / "dags_examples", emulator, pg_server)
+    jobs_answer_at_once(emulator)
     # Mid-run, five completions are refused as invalid: their day's task fails, and its Airflow
     # retry re-sends only those five (everything else of that day is already stored).
     emulator.add_fault(endpoint="ws", kind="stream_error", code="invalid_request", skip=120, count=5)

@@ -30,7 +30,9 @@ from airflow_provider_genesys_llm.coordination import (
 
 SPAWN = multiprocessing.get_context("spawn")
 PRICES = PriceTable(currency="USD", models={"genesys-llm-v2": {"prompt_per_1k": "0.50", "completion_per_1k": "1.50"}})
-DAY = date(2026, 12, 4)
+#: An explicit day well before today: the test that reserves without a day checks that the
+#: database's own UTC date counts, which must be neither this day nor the next.
+DAY = date.today() - timedelta(days=30)
 
 
 # --- prices and plans ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-from airflow_runner import airflow_env, dags_test
+from airflow_runner import airflow_env, dags_test, jobs_answer_at_once
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,6 +49,7 @@ def test_demo_dag_twice_second_run_sends_no_completions(airflow_home, emulator, 
 
 def test_enrichment_dag_for_one_day_then_again_sends_no_completions(airflow_home, emulator, pg_server):
     env = airflow_env(airflow_home, ROOT / "dags_examples", emulator, pg_server)
+    jobs_answer_at_once(emulator)
     day = "2026-11-05"
     first = dags_test(env, "genesys_transcript_enrichment", day)
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]

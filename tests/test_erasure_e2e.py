@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-from airflow_runner import airflow_env, dags_test
+from airflow_runner import airflow_env, dags_test, jobs_answer_at_once
 from test_erasure import traces
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +39,7 @@ def test_erased_conversation_leaves_no_trace_and_a_rerun_of_the_day_does_not_res
     airflow_home, emulator, pg_server
 ) -> None:
     enrichment = airflow_env(airflow_home, ROOT / "dags_examples", emulator, pg_server)
+    jobs_answer_at_once(emulator)
     first = dags_test(enrichment, "genesys_transcript_enrichment", DAY)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     landed = day_transcripts(pg_server)
