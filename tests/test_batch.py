@@ -38,19 +38,21 @@ def gateway_config(emulator) -> GatewayConfig:
 
 async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=100, index="none", governance=None):
     TOKEN_CACHE.clear()
+    """Run one batch; the store comes back closed (a later call on it opens a new connection)."""
     store = PgVectorStore(connect, table="results", schema=connect.schema, dimension=384, index=index)
-    store.ensure_schema()
-    async with GatewayClient(gateway_config(emulator)) as client:
-        runner = BatchRunner(
-            client,
-            store,
-            client.embed,
-            settings=BatchSettings(concurrency=16, chunk_size=chunk_size, window=200, embed=embed),
-            id_key=TEST_ID_KEY,
-            context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),
-            governance=governance,
-        )
-        stats = await runner.run(items)
+    with store:
+        store.ensure_schema()
+        async with GatewayClient(gateway_config(emulator)) as client:
+            runner = BatchRunner(
+                client,
+                store,
+                client.embed,
+                settings=BatchSettings(concurrency=16, chunk_size=chunk_size, window=200, embed=embed),
+                id_key=TEST_ID_KEY,
+                context=RunContext(dag_id="dag", task_id="task", run_id="run-1"),
+                governance=governance,
+            )
+            stats = await runner.run(items)
     return store, stats
 
 
@@ -141,9 +143,10 @@ async def test_similarity_search_finds_the_expected_neighbour(emulator, pg_conne
     store, _ = await run_batch(emulator, pg_connect, items, embed="source", index="hnsw")
     async with GatewayClient(gateway_config(emulator)) as client:
         [query] = await client.embed(["router drops the connection every evening around eight (call 7)"])
-    matches = store.similarity_search(query, k=3)
+    with store:
+        matches = store.similarity_search(query, k=3)
+        billing = store.similarity_search(query, k=3, filters={"source_id": "conv-000002"})
     assert matches[0].source_id == "conv-000007"
-    billing = store.similarity_search(query, k=3, filters={"source_id": "conv-000002"})
     assert [m.source_id for m in billing] == ["conv-000002"]
 
 

@@ -41,6 +41,13 @@ def hook(emulator, monkeypatch):
     hook.close()
 
 
+@pytest.fixture
+async def async_hook(hook):
+    """The hook for a coroutine test: its client on the test's loop is closed with the loop."""
+    yield hook
+    await hook.aclose()
+
+
 def test_sequential_complete_calls_reuse_the_session_and_token(hook, emulator):
     first = hook.complete(USER)
     second = hook.complete(USER, temperature=0.1, max_tokens=64)
@@ -73,7 +80,9 @@ def test_test_connection_reports_bad_credentials_without_the_secret(emulator, mo
     conn = json.loads(connection_json(emulator))
     conn["password"] = "not-the-secret-xyz"
     monkeypatch.setenv("AIRFLOW_CONN_GENESYS_LLM_DEFAULT", json.dumps(conn))
-    ok, message = GenesysLLMHook().test_connection()
+    hook = GenesysLLMHook()
+    ok, message = hook.test_connection()
+    assert hook._loop is None  # test_connection left no loop thread or sockets behind
     assert not ok and "invalid_client" in message and "not-the-secret-xyz" not in message
 
 
@@ -98,9 +107,9 @@ def test_tokens_are_registered_with_the_secrets_masker(hook):
     assert "secret" not in str(redact("password=secret")).replace("password=", "")
 
 
-async def test_async_stream_in_chunks(hook):
-    events = [e async for e in hook.astream(USER, chunk_tokens=4)]
-    whole = await hook.acomplete(USER)
+async def test_async_stream_in_chunks(async_hook):
+    events = [e async for e in async_hook.astream(USER, chunk_tokens=4)]
+    whole = await async_hook.acomplete(USER)
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == whole.text
 
 
@@ -159,7 +168,8 @@ def test_hook_governs_by_default_and_the_opt_out_is_explicit(hook, emulator):
         raw.close()
 
 
-async def test_hook_stream_masks_a_value_split_across_chunks(hook, emulator):
+async def test_hook_stream_masks_a_value_split_across_chunks(async_hook, emulator):
+    hook = async_hook
     emulator.add_fault(endpoint="ws", kind="pii_output", text=PII_ANSWER, split=9, count=None)
     events = [e async for e in hook.astream(PII_PROMPT, chunk_tokens=1)]
     streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))

@@ -309,11 +309,16 @@ class GenesysLLMHook(ErasureHookMixin, BaseHook):
         return await client.status(attempts=None if retry else 1)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Fetch a token and the gateway status; no billed call."""
+        """Fetch a token and the gateway status; no billed call.
+
+        Airflow's API server calls this on a fresh hook and never closes it, so the hook closes its
+        own loop thread and sockets before answering."""
         try:
             status = self.get_status()
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
+        finally:
+            self.close()
         return True, f"gateway is {status.status}"
 
     def close(self) -> None:

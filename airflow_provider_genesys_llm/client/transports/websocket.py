@@ -110,6 +110,10 @@ class WebSocketTransport:
         self._config = config
         self._url = config.stream_url + config.paths.completions_stream
         self._idle: list[_Session] = []
+        #: Closing handshakes of discarded sessions run in the background (bounded by close_timeout)
+        #: so a failed request does not wait on a peer; aclose() waits for them, so none outlives
+        #: the transport with its socket open.
+        self._closing: set[asyncio.Task[None]] = set()
         self._ssl = self._ssl_context() if self._url.startswith("wss://") else None
         self.connections_opened = 0
 
@@ -200,7 +204,12 @@ class WebSocketTransport:
         if session.connection.state is State.OPEN and len(self._idle) < self._config.pool_size:
             self._idle.append(session)
         else:
-            asyncio.ensure_future(session.connection.close())
+            self._discard(session)
+
+    def _discard(self, session: _Session) -> None:
+        closing = asyncio.ensure_future(session.connection.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def stream(self, request: CompletionRequest, token: str, info: AttemptInfo) -> AsyncIterator[str]:
         payload = _payload(request)
@@ -228,7 +237,7 @@ class WebSocketTransport:
                 if reusable:
                     self._release(session)
                 else:
-                    asyncio.ensure_future(session.connection.close())
+                    self._discard(session)
 
     async def _frames(self, connection: ClientConnection, info: AttemptInfo) -> AsyncIterator[str]:
         expected_sequence = 0
@@ -276,7 +285,9 @@ class WebSocketTransport:
 
     async def aclose(self) -> None:
         sessions, self._idle = self._idle, []
-        await asyncio.gather(*(s.connection.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(
+            *(s.connection.close() for s in sessions), *tuple(self._closing), return_exceptions=True
+        )
 
 
 def _payload(request: CompletionRequest) -> str:
