@@ -9,6 +9,7 @@ shell and Makefile source of the repository, so a citation added anywhere is che
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -149,7 +150,9 @@ class Pages:
     def has_heading(self, page: str, heading: str) -> bool:
         return heading.strip() in (h.strip() for h in headings(self._text[page]))
 
+    @functools.cached_property
     def sections(self) -> set[str]:
+        """The protocol page's section numbers, parsed once (every scanned line asks)."""
         return set(protocol_sections(self._text.get("protocol.md", "")))
 
 
@@ -164,7 +167,7 @@ def check_line(pages: Pages, root: Path, path: Path, line: str, where: str) -> t
         if problem:
             broken.append(finding)
 
-    sections = pages.sections()
+    sections = pages.sections
     for match in SECTION.finditer(line):
         if not match.group("protocol") and OTHER_DOCUMENT.search(line[: match.start()]):
             continue
