@@ -110,9 +110,8 @@ class WebSocketTransport:
         self._config = config
         self._url = config.stream_url + config.paths.completions_stream
         self._idle: list[_Session] = []
-        #: Closing handshakes of discarded sessions run in the background (bounded by close_timeout)
-        #: so a failed request does not wait on a peer; aclose() waits for them, so none outlives
-        #: the transport with its socket open.
+        #: Closing handshakes of healthy sessions the pool has no room for run in the background
+        #: (bounded by close_timeout); aclose() waits for them, so no socket outlives the transport.
         self._closing: set[asyncio.Task[None]] = set()
         self._ssl = self._ssl_context() if self._url.startswith("wss://") else None
         self.connections_opened = 0
@@ -237,7 +236,9 @@ class WebSocketTransport:
                 if reusable:
                     self._release(session)
                 else:
-                    self._discard(session)
+                    # Ended in doubt (bad frame, timeout, a consumer that stopped reading): no closing
+                    # handshake, whose reply may sit behind unread frames for close_timeout.
+                    session.connection.transport.abort()
 
     async def _frames(self, connection: ClientConnection, info: AttemptInfo) -> AsyncIterator[str]:
         expected_sequence = 0
