@@ -286,9 +286,7 @@ class WebSocketTransport:
 
     async def aclose(self) -> None:
         sessions, self._idle = self._idle, []
-        await asyncio.gather(
-            *(s.connection.close() for s in sessions), *tuple(self._closing), return_exceptions=True
-        )
+        await asyncio.gather(*(s.connection.close() for s in sessions), *tuple(self._closing), return_exceptions=True)
 
 
 def _payload(request: CompletionRequest) -> str:
