@@ -37,8 +37,8 @@ def gateway_config(emulator) -> GatewayConfig:
 
 
 async def run_batch(emulator, connect, items, *, embed="completion", chunk_size=100, index="none", governance=None):
-    TOKEN_CACHE.clear()
     """Run one batch; the store comes back closed (a later call on it opens a new connection)."""
+    TOKEN_CACHE.clear()
     store = PgVectorStore(connect, table="results", schema=connect.schema, dimension=384, index=index)
     with store:
         store.ensure_schema()
